@@ -1,0 +1,208 @@
+"""BiLM: char-CNN token encoder + forward/backward LSTM stacks -> every ELMo layer.
+
+State policy (who owns the LSTM state between calls):
+- "reset": every sentence starts from zero state; outputs do not depend on the batch.
+- "carry": each batch row's final (h, c) is the next call's initial state for that row, as
+  bilm-tf and AllenNLP do; needed to reproduce their published outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS_PER_TOKEN
+from elmokit.config import BiLMConfig
+from elmokit.modules.lstm import BiLSTMStack, LSTMState
+from elmokit.modules.token_encoder import CharCNNTokenEncoder
+
+StatePolicy = Literal["reset", "carry"]
+STATE_POLICIES: tuple[str, ...] = ("reset", "carry")
+
+
+@dataclass
+class BiLMOutput:
+    """layers [B, n_layers + 1, T, 2P] (layer 0 = token vector twice); mask [B, T] bool."""
+
+    layers: torch.Tensor
+    mask: torch.Tensor
+
+
+class BiLM(nn.Module):
+    def __init__(self, config: BiLMConfig, state_policy: StatePolicy = "reset") -> None:
+        super().__init__()
+        self.config = config
+        self.token_encoder = CharCNNTokenEncoder(config)
+        self.lstm = BiLSTMStack(config)
+        self.state_policy: StatePolicy = state_policy
+        self._carried: LSTMState | None = None
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def state_policy(self) -> StatePolicy:
+        return self._state_policy
+
+    @state_policy.setter
+    def state_policy(self, policy: StatePolicy) -> None:
+        if policy not in STATE_POLICIES:
+            raise ValueError(f"state_policy must be one of {STATE_POLICIES}, got {policy!r}")
+        self._state_policy = policy
+        self._carried = None
+
+    def reset_states(self) -> None:
+        """Forget carried LSTM state (the next batch starts from zeros)."""
+        self._carried = None
+
+    def _initial_state(self, batch: int, like: torch.Tensor) -> LSTMState | None:
+        if self.state_policy == "reset" or self._carried is None:
+            return None
+        carried = self._carried
+        if carried.h.device != like.device or carried.h.dtype != like.dtype:
+            carried = LSTMState(carried.h.to(like), carried.c.to(like))
+        if carried.batch_size >= batch:
+            return LSTMState(carried.h[:, :, :batch], carried.c[:, :, :batch])
+        # More rows than ever seen: the new rows start from zero.
+        zeros = self.lstm.zero_state(batch - carried.batch_size, like.device, like.dtype)
+        return LSTMState(torch.cat([carried.h, zeros.h], 2), torch.cat([carried.c, zeros.c], 2))
+
+    def _store_state(self, final: LSTMState) -> None:
+        final = final.detach()
+        batch = final.batch_size
+        if self._carried is None or self._carried.batch_size <= batch:
+            self._carried = final
+            return
+        # Rows beyond this batch keep what they had, as AllenNLP's stateful encoder does.
+        h, c = self._carried.h.clone(), self._carried.c.clone()
+        h[:, :, :batch] = final.h.to(h)
+        c[:, :, :batch] = final.c.to(c)
+        self._carried = LSTMState(h, c)
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """Token vectors for char ids [..., 50] -> [..., P]; each distinct token is encoded
+        once and padding slots (all ids 0) give zero vectors."""
+        flat = char_ids.reshape(-1, MAX_CHARS_PER_TOKEN)
+        is_token = (flat > 0).any(dim=1)
+        projection_dim = self.config.projection_dim
+        dtype = self.token_encoder.char_embed.weight.dtype
+        out = torch.zeros(flat.shape[0], projection_dim, device=flat.device, dtype=dtype)
+        token_rows = flat[is_token]
+        if token_rows.shape[0] > 0:
+            unique_rows, inverse = torch.unique(token_rows, dim=0, return_inverse=True)
+            out[is_token] = self.token_encoder(unique_rows)[inverse]
+        return out.view(*char_ids.shape[:-1], projection_dim)
+
+    def forward(
+        self, char_ids: torch.Tensor, keep_sentence_boundaries: bool = False
+    ) -> BiLMOutput:
+        """char_ids [B, T, 50] from `batch_to_ids` (no <S>/</S>) -> all layers and mask.
+
+        With keep_sentence_boundaries the <S> and </S> positions stay in the output:
+        layers [B, L+1, T+2, 2P] and the mask covers them.
+        """
+        char_ids = self._check_char_ids(char_ids)
+        token_mask = (char_ids > 0).any(dim=-1)  # [B, T]
+        lengths = token_mask.sum(dim=1)
+        positions = torch.arange(char_ids.shape[1], device=char_ids.device)
+        if not torch.equal(token_mask, positions.unsqueeze(0) < lengths.unsqueeze(1)):
+            raise ValueError(
+                "character ids have a padding slot (all zeros) before a real token; "
+                "each row's tokens must be left-aligned as batch_to_ids makes them"
+            )
+        with_boundaries, boundary_mask = _add_sentence_boundaries(char_ids, lengths)
+        tokens = self.encode_tokens(with_boundaries)  # [B, T+2, P]
+        tokens = tokens * boundary_mask.unsqueeze(-1).to(tokens.dtype)
+        layers = self._run_bidirectional(tokens, lengths + 2)  # [B, L+1, T+2, 2P]
+        if keep_sentence_boundaries:
+            return BiLMOutput(layers=layers, mask=boundary_mask)
+        steps = char_ids.shape[1]
+        trimmed = layers[:, :, 1 : steps + 1] * token_mask[:, None, :, None].to(layers.dtype)
+        return BiLMOutput(layers=trimmed, mask=token_mask)
+
+    def _run_bidirectional(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens [B, T, P] with boundaries, lengths [B] -> layers [B, L+1, T, 2P]."""
+        batch = tokens.shape[0]
+        reverse_index = _reverse_index(lengths, tokens.shape[1]).to(tokens.device)
+        backward_tokens = _gather_time(tokens, reverse_index)
+        inputs = torch.stack([tokens, backward_tokens])  # [2, B, T, P]
+        outputs, final = self.lstm(inputs, lengths, self._initial_state(batch, tokens))
+        if self.state_policy == "carry":
+            self._store_state(final)
+        layers = [torch.cat([tokens, tokens], dim=-1)]
+        for output in outputs:
+            layers.append(torch.cat([output[0], _gather_time(output[1], reverse_index)], dim=-1))
+        return torch.stack(layers, dim=1)
+
+    def language_model_forward(
+        self,
+        forward_char_ids: torch.Tensor,
+        backward_char_ids: torch.Tensor,
+        state: LSTMState | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
+        """Training path: two independent streams, each already in its processing order
+        (the backward stream holds reversed sentences), all rows full length.
+
+        Returns the top layer of each direction [B, T, P] and the final state to carry.
+        """
+        inputs = torch.stack(
+            [self.encode_tokens(forward_char_ids), self.encode_tokens(backward_char_ids)]
+        )
+        batch, steps = forward_char_ids.shape[:2]
+        lengths = torch.full((batch,), steps, dtype=torch.long)
+        outputs, final = self.lstm(inputs, lengths, state)
+        top = outputs[-1]
+        return top[0], top[1], final
+
+    def _check_char_ids(self, char_ids: torch.Tensor) -> torch.Tensor:
+        if not isinstance(char_ids, torch.Tensor):
+            raise TypeError(
+                "BiLM expects a LongTensor of character ids [batch, time, 50] "
+                f"(use elmokit.batch_to_ids), got {type(char_ids).__name__}"
+            )
+        if char_ids.dim() != 3 or char_ids.shape[-1] != MAX_CHARS_PER_TOKEN:
+            raise ValueError(
+                f"character ids must have shape [batch, time, {MAX_CHARS_PER_TOKEN}], "
+                f"got {list(char_ids.shape)}"
+            )
+        if char_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"character ids must be integers, got {char_ids.dtype}")
+        if char_ids.numel() and (int(char_ids.min()) < 0 or int(char_ids.max()) > 261):
+            raise ValueError("character ids must be in 0..261 (see elmokit.chars)")
+        device = self.token_encoder.char_embed.weight.device
+        return char_ids.to(device=device, dtype=torch.long)
+
+
+def _add_sentence_boundaries(
+    char_ids: torch.Tensor, lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T, 50] -> [B, T+2, 50] with <S> first and </S> after each row's last token."""
+    batch, steps, _ = char_ids.shape
+    bos = torch.tensor(BOS_CHAR_IDS, device=char_ids.device)
+    eos = torch.tensor(EOS_CHAR_IDS, device=char_ids.device)
+    wrapped = torch.zeros(batch, steps + 2, MAX_CHARS_PER_TOKEN, dtype=torch.long, device=char_ids.device)
+    wrapped[:, 1 : steps + 1] = char_ids
+    wrapped[:, 0] = bos
+    rows = torch.arange(batch, device=char_ids.device)
+    wrapped[rows, lengths + 1] = eos
+    positions = torch.arange(steps + 2, device=char_ids.device).unsqueeze(0)
+    mask = positions < (lengths + 2).unsqueeze(1)
+    # Positions past </S> may hold tokens only if the input had gaps; mask them out.
+    wrapped = wrapped * mask.unsqueeze(-1)
+    return wrapped, mask
+
+
+def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """[B, T] index that reverses each row within its own length (padding stays in place)."""
+    positions = torch.arange(steps).unsqueeze(0)
+    lengths = lengths.to("cpu").unsqueeze(1)
+    return torch.where(positions < lengths, lengths - 1 - positions, positions)
+
+
+def _gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values [B, T, D] gathered along time by index [B, T]."""
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))

@@ -1,0 +1,207 @@
+"""BiLMConfig: the model options, read from and written to the published options.json.
+
+Unknown keys (training bookkeeping such as `n_epochs` or `batch_size`) are kept in `extra`
+so a load -> save round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VALID_N_CHARACTERS = (261, 262)
+VALID_ACTIVATIONS = ("relu", "tanh")
+
+
+class ConfigError(ValueError):
+    """options.json is missing a key, has a bad value, or disagrees with the weights."""
+
+
+@dataclass
+class BiLMConfig:
+    """Shape and behaviour of a biLM: char CNN token encoder + projected, clipped LSTMs."""
+
+    filters: list[tuple[int, int]] = field(
+        default_factory=lambda: [(1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512), (7, 1024)]
+    )  # (width, number of filters)
+    char_embedding_dim: int = 16
+    n_highway: int = 1
+    activation: str = "relu"
+    n_characters: int = 262
+    max_characters_per_token: int = 50
+    lstm_dim: int = 1024  # LSTM cell size
+    projection_dim: int = 128  # token vector and LSTM output size (P)
+    n_layers: int = 2
+    cell_clip: float | None = 3.0
+    proj_clip: float | None = 3.0
+    use_skip_connections: bool = True
+    # Every options.json key we do not model, kept verbatim for the round trip.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.filters = [(int(width), int(count)) for width, count in self.filters]
+        self.validate()
+
+    @property
+    def n_filters(self) -> int:
+        """Width of the char CNN output (sum of filter counts)."""
+        return sum(count for _, count in self.filters)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of every ELMo layer: forward and backward halves concatenated."""
+        return 2 * self.projection_dim
+
+    def validate(self) -> None:
+        problems: list[str] = []
+        if not self.filters:
+            problems.append("char_cnn.filters is empty")
+        for width, count in self.filters:
+            if width < 1 or count < 1:
+                problems.append(f"char_cnn.filters has a bad entry [{width}, {count}]")
+            if width > self.max_characters_per_token:
+                problems.append(
+                    f"filter width {width} is longer than max_characters_per_token "
+                    f"{self.max_characters_per_token}"
+                )
+        if self.n_characters not in VALID_N_CHARACTERS:
+            problems.append(
+                f"char_cnn.n_characters is {self.n_characters}; ELMo files use 261 (training) "
+                "or 262 (inference)"
+            )
+        if self.activation not in VALID_ACTIVATIONS:
+            problems.append(f"char_cnn.activation must be relu or tanh, got {self.activation!r}")
+        if self.max_characters_per_token != 50:
+            problems.append(
+                f"char_cnn.max_characters_per_token is {self.max_characters_per_token}; the "
+                "ELMo character scheme is fixed at 50"
+            )
+        for name in ("char_embedding_dim", "lstm_dim", "projection_dim", "n_layers"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_highway < 0:
+            problems.append(f"char_cnn.n_highway must be >= 0, got {self.n_highway}")
+        for name in ("cell_clip", "proj_clip"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                problems.append(f"lstm.{name} must be positive, got {value}")
+        if problems:
+            raise ConfigError("invalid biLM options: " + "; ".join(problems))
+
+    # -- options.json -------------------------------------------------------------------
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> BiLMConfig:
+        """Build from the published options.json structure (`lstm` + `char_cnn`)."""
+        if not isinstance(options, dict):
+            raise ConfigError(f"options must be a JSON object, got {type(options).__name__}")
+        extra = copy.deepcopy(options)
+        lstm = _pop_section(extra, "lstm")
+        char_cnn = _pop_section(extra, "char_cnn")
+        embedding = _pop_section(char_cnn, "embedding", parent="char_cnn")
+        config = cls(
+            filters=[tuple(f) for f in _pop(char_cnn, "filters", "char_cnn")],
+            char_embedding_dim=int(_pop(embedding, "dim", "char_cnn.embedding")),
+            n_highway=int(_pop(char_cnn, "n_highway", "char_cnn")),
+            activation=str(_pop(char_cnn, "activation", "char_cnn")),
+            n_characters=int(_pop(char_cnn, "n_characters", "char_cnn")),
+            max_characters_per_token=int(_pop(char_cnn, "max_characters_per_token", "char_cnn")),
+            lstm_dim=int(_pop(lstm, "dim", "lstm")),
+            projection_dim=int(_pop(lstm, "projection_dim", "lstm")),
+            n_layers=int(_pop(lstm, "n_layers", "lstm")),
+            cell_clip=_optional_float(lstm.pop("cell_clip", None)),
+            proj_clip=_optional_float(lstm.pop("proj_clip", None)),
+            use_skip_connections=bool(lstm.pop("use_skip_connections", False)),
+            extra={"lstm": lstm, "char_cnn": {**char_cnn, "embedding": embedding}, **extra},
+        )
+        return config
+
+    def to_options(self) -> dict[str, Any]:
+        """The options.json structure, unknown keys included."""
+        extra = copy.deepcopy(self.extra)
+        lstm = extra.pop("lstm", {})
+        char_cnn = extra.pop("char_cnn", {})
+        embedding = char_cnn.pop("embedding", {})
+        lstm.update(
+            dim=self.lstm_dim,
+            projection_dim=self.projection_dim,
+            n_layers=self.n_layers,
+            use_skip_connections=self.use_skip_connections,
+        )
+        if self.cell_clip is not None:
+            lstm["cell_clip"] = _json_number(self.cell_clip)
+        if self.proj_clip is not None:
+            lstm["proj_clip"] = _json_number(self.proj_clip)
+        embedding["dim"] = self.char_embedding_dim
+        char_cnn.update(
+            activation=self.activation,
+            embedding=embedding,
+            filters=[[width, count] for width, count in self.filters],
+            n_highway=self.n_highway,
+            n_characters=self.n_characters,
+            max_characters_per_token=self.max_characters_per_token,
+        )
+        return {"lstm": lstm, "char_cnn": char_cnn, **extra}
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> BiLMConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"options file not found: {path}") from None
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} is not valid JSON: {error}") from None
+        try:
+            return cls.from_options(options)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_options(), indent=2) + "\n", encoding="utf-8")
+
+    # -- published configurations -------------------------------------------------------
+
+    @classmethod
+    def published(cls, name: str) -> BiLMConfig:
+        """The shapes of the published models: small, medium, original (= original-5.5b)."""
+        shapes = {
+            "small": (1024, 128, 1),
+            "medium": (2048, 256, 1),
+            "original": (4096, 512, 2),
+            "original-5.5b": (4096, 512, 2),
+        }
+        if name not in shapes:
+            raise ValueError(f"unknown published config {name!r}; known: {', '.join(shapes)}")
+        lstm_dim, projection_dim, n_highway = shapes[name]
+        return cls(lstm_dim=lstm_dim, projection_dim=projection_dim, n_highway=n_highway)
+
+
+def _pop_section(options: dict[str, Any], key: str, parent: str = "") -> dict[str, Any]:
+    where = f"{parent}.{key}" if parent else key
+    if key not in options:
+        raise ConfigError(f"options missing required section '{where}'")
+    section = options.pop(key)
+    if not isinstance(section, dict):
+        raise ConfigError(f"options section '{where}' must be an object")
+    return section
+
+
+def _pop(section: dict[str, Any], key: str, where: str) -> Any:
+    if key not in section:
+        raise ConfigError(f"options missing required key '{where}.{key}'")
+    return section.pop(key)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _json_number(value: float) -> float | int:
+    # Published files write whole clip values as ints ("cell_clip": 3); keep them so.
+    return int(value) if float(value).is_integer() else value

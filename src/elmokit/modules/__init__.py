@@ -1,0 +1,1 @@
+"""Building blocks of the biLM and of ELMo feature mixing."""

@@ -1,0 +1,62 @@
+"""The context-free token encoder: char embeddings -> CNN (several widths) -> highways -> linear.
+
+Parameters keep the layout of the published weight file where it costs nothing (highway and
+projection matrices in `x @ W` orientation), so reading and writing it is a plain copy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from elmokit.config import BiLMConfig
+
+
+class Highway(nn.Module):
+    """One highway layer with TF semantics: the gate named "carry" gates the transform branch."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.W_carry = nn.Parameter(torch.empty(dim, dim))
+        self.b_carry = nn.Parameter(torch.empty(dim))
+        self.W_transform = nn.Parameter(torch.empty(dim, dim))
+        self.b_transform = nn.Parameter(torch.empty(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, dim] -> [N, dim]
+        gate = torch.sigmoid(torch.addmm(self.b_carry, x, self.W_carry))
+        transformed = torch.relu(torch.addmm(self.b_transform, x, self.W_transform))
+        return gate * transformed + (1.0 - gate) * x
+
+
+class CharCNNTokenEncoder(nn.Module):
+    """Maps the 50 character ids of each token to a token vector of size projection_dim."""
+
+    def __init__(self, config: BiLMConfig) -> None:
+        super().__init__()
+        self.config = config
+        # One row more than the file holds: id 0 is batch padding with a zero embedding.
+        self.char_embed = nn.Embedding(262, config.char_embedding_dim, padding_idx=0)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.char_embedding_dim, count, kernel_size=width)
+            for width, count in config.filters
+        )
+        self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
+        # bilm-tf only adds the projection when the CNN width differs from the LSTM input width.
+        self.use_projection = config.n_filters != config.projection_dim
+        if self.use_projection:
+            self.W_proj = nn.Parameter(torch.empty(config.n_filters, config.projection_dim))
+            self.b_proj = nn.Parameter(torch.empty(config.projection_dim))
+        self.activation = torch.relu if config.activation == "relu" else torch.tanh
+
+    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
+        """char_ids [N, 50] (inference ids) -> token vectors [N, projection_dim]."""
+        embedded = self.char_embed(char_ids).transpose(1, 2)  # [N, char_dim, 50]
+        # The activation is monotone, so taking it after the max over positions is exact
+        # and touches far fewer values.
+        pooled = [conv(embedded).amax(dim=2) for conv in self.convs]
+        features = self.activation(torch.cat(pooled, dim=1))  # [N, n_filters]
+        for highway in self.highways:
+            features = highway(features)
+        if self.use_projection:
+            features = torch.addmm(self.b_proj, features, self.W_proj)
+        return features
