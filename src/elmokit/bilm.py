@@ -16,7 +16,7 @@ from torch import nn
 
 from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS_PER_TOKEN
 from elmokit.config import BiLMConfig
-from elmokit.modules.lstm import BiLSTMStack, LSTMState
+from elmokit.modules.lstm import MIN_GEMM_ROWS, BiLSTMStack, LSTMState
 from elmokit.modules.token_encoder import CharCNNTokenEncoder
 
 StatePolicy = Literal["reset", "carry"]
@@ -94,7 +94,12 @@ class BiLM(nn.Module):
         token_rows = flat[is_token]
         if token_rows.shape[0] > 0:
             unique_rows, inverse = torch.unique(token_rows, dim=0, return_inverse=True)
-            out[is_token] = self.token_encoder(unique_rows)[inverse]
+            n_unique = unique_rows.shape[0]
+            if n_unique < MIN_GEMM_ROWS:  # keep results independent of the batch (lstm.py)
+                unique_rows = torch.cat(
+                    [unique_rows, unique_rows.new_zeros(MIN_GEMM_ROWS - n_unique, unique_rows.shape[1])]
+                )
+            out[is_token] = self.token_encoder(unique_rows)[:n_unique][inverse]
         return out.view(*char_ids.shape[:-1], projection_dim)
 
     def forward(

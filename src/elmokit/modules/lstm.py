@@ -20,6 +20,11 @@ from torch import nn
 from elmokit.config import BiLMConfig
 
 FORGET_BIAS = 1.0
+# BLAS libraries switch to other kernels for matrix products with very few rows (on MKL here:
+# fewer than 12, and a different summation order), which would make a sentence's vectors depend
+# on how many others share its batch. Every product is therefore run on at least this many
+# rows; the spare rows cost little and are discarded.
+MIN_GEMM_ROWS = 16
 
 
 @dataclass
@@ -84,10 +89,13 @@ class BiLSTMStack(nn.Module):
         Returns each layer's output [2, B, T, P] (zero past a row's length, residual added) and
         the final state per row.
         """
-        _, batch, steps, _ = inputs.shape
+        _, real_batch, steps, _ = inputs.shape
         if state is None:
-            state = self.zero_state(batch, inputs.device, inputs.dtype)
+            state = self.zero_state(real_batch, inputs.device, inputs.dtype)
         lengths = lengths.to("cpu")
+        if real_batch < MIN_GEMM_ROWS:
+            inputs, lengths, state = _pad_batch(inputs, lengths, state, MIN_GEMM_ROWS)
+        batch = inputs.shape[1]
         sorted_lengths, order = torch.sort(lengths, descending=True)
         # active[t] = number of rows still running at step t (sorted order).
         active = [int(n) for n in (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)]
@@ -113,7 +121,7 @@ class BiLSTMStack(nn.Module):
             final_c.append(c_last)
             layer_input = stepped
 
-        restore = torch.argsort(order_dev)
+        restore = torch.argsort(order_dev)[:real_batch]
         outputs = [output.index_select(1, restore) for output in outputs]
         final_state = LSTMState(
             h=torch.stack(final_h).index_select(2, restore),
@@ -149,11 +157,13 @@ class BiLSTMStack(nn.Module):
             if n_active < running:
                 finished_h.append(h[:, n_active:running])
                 finished_c.append(c[:, n_active:running])
-                h, c = h[:, :n_active], c[:, :n_active]
                 running = n_active
             if n_active == 0:
                 break
-            gates = torch.baddbmm(input_gates[:, :n_active, t], h, w_hidden)
+            # Rows past n_active (if any) only keep the products at MIN_GEMM_ROWS rows.
+            rows = max(n_active, MIN_GEMM_ROWS)
+            h, c = h[:, :rows], c[:, :rows]
+            gates = torch.baddbmm(input_gates[:, :rows, t], h, w_hidden)
             in_gate, new_input, forget_gate, out_gate = gates.chunk(4, dim=2)
             c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(new_input)
             if cell_clip is not None:
@@ -161,10 +171,10 @@ class BiLSTMStack(nn.Module):
             h = torch.bmm(torch.sigmoid(out_gate) * torch.tanh(c), layer.W_P)
             if proj_clip is not None:
                 h = h.clamp(-proj_clip, proj_clip)
-            step_outputs.append(h)
+            step_outputs.append(h[:, :n_active])
         if running > 0:
-            finished_h.append(h)
-            finished_c.append(c)
+            finished_h.append(h[:, :running])
+            finished_c.append(c[:, :running])
         h_last = torch.cat(finished_h[::-1], dim=1)
         c_last = torch.cat(finished_c[::-1], dim=1)
 
@@ -184,3 +194,18 @@ def _unpack_index(sorted_lengths: torch.Tensor, active: list[int], steps: int) -
     times = torch.arange(steps).unsqueeze(0)
     index = offsets[:steps].unsqueeze(0) + rows
     return torch.where(times < sorted_lengths.unsqueeze(1), index, torch.full_like(index, total))
+
+
+def _pad_batch(
+    inputs: torch.Tensor, lengths: torch.Tensor, state: LSTMState, rows: int
+) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
+    """Add zero-length rows (zero input, zero state) up to `rows`."""
+    extra = rows - inputs.shape[1]
+    pad_input = inputs.new_zeros(2, extra, *inputs.shape[2:])
+    pad_h = state.h.new_zeros(*state.h.shape[:2], extra, state.h.shape[3])
+    pad_c = state.c.new_zeros(*state.c.shape[:2], extra, state.c.shape[3])
+    return (
+        torch.cat([inputs, pad_input], dim=1),
+        torch.cat([lengths, lengths.new_zeros(extra)]),
+        LSTMState(torch.cat([state.h, pad_h], dim=2), torch.cat([state.c, pad_c], dim=2)),
+    )

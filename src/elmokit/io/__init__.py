@@ -1,0 +1,1 @@
+"""Reading, writing and fetching ELMo model files (options.json + weights.hdf5)."""

@@ -1,0 +1,121 @@
+"""Native model directories: `config.json` (options.json structure) + `model.safetensors`.
+
+safetensors holds only tensors, so loading a model never executes code from the file.
+Extra tensors (a trained softmax, for instance) live in the same file under their own prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from elmokit.bilm import BiLM, StatePolicy
+from elmokit.config import BiLMConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(
+    model: BiLM,
+    directory: str | Path,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float32,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write `directory/config.json` and `directory/model.safetensors` (atomically each).
+
+    dtype=torch.float16 halves the file; loading casts back to float32.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        name: tensor.detach().to("cpu", dtype).contiguous()
+        for name, tensor in model.state_dict().items()
+    }
+    for name, tensor in (extra_tensors or {}).items():
+        if name in tensors:
+            raise ValueError(f"extra tensor {name!r} clashes with a biLM parameter")
+        tensors[name] = tensor.detach().to("cpu", dtype).contiguous()
+    config = {
+        "elmokit_format_version": FORMAT_VERSION,
+        "options": model.config.to_options(),
+        "metadata": metadata or {},
+    }
+    _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, str(path)))
+    _atomic_write(
+        directory / CONFIG_NAME,
+        lambda path: path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"),
+    )
+    return directory
+
+
+def read_native_config(directory: str | Path) -> tuple[BiLMConfig, dict[str, Any]]:
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not an elmokit model directory: no {CONFIG_NAME}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if "options" not in data:
+        raise ValueError(f"{path} has no 'options' section")
+    return BiLMConfig.from_options(data["options"]), data.get("metadata", {})
+
+
+def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{Path(directory)} has no {WEIGHTS_NAME}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
+
+
+def from_pretrained(
+    directory: str | Path, state_policy: StatePolicy = "reset", device: str | torch.device = "cpu"
+) -> BiLM:
+    """Load a BiLM saved by `save_pretrained` (extra tensors such as a softmax are ignored)."""
+    config, _ = read_native_config(directory)
+    tensors = load_tensors(directory)
+    model = BiLM(config, state_policy=state_policy)
+    expected = model.state_dict()
+    problems = [
+        f"'{name}' missing (expected shape {tuple(tensor.shape)})"
+        for name, tensor in expected.items()
+        if name not in tensors
+    ] + [
+        f"'{name}' has shape {tuple(tensors[name].shape)}, expected {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in tensors and tensors[name].shape != tensor.shape
+    ]
+    if problems:
+        raise ValueError(f"{directory} does not match its config: " + "; ".join(problems))
+    state = {name: tensors[name].to(torch.float32) for name in expected}
+    for name, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{directory}: tensor '{name}' has NaN/inf values")
+    model.load_state_dict(state)
+    return model.to(device)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temp_name))
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+

@@ -1,0 +1,78 @@
+"""`elmokit.load`: one entry point for every way a biLM arrives.
+
+- a bundled model name (shipped inside the package, no download), e.g. "elmokit-small-en";
+- a native model directory (config.json + model.safetensors);
+- a directory or options.json path of a published-format model (options.json + weights.hdf5);
+- a published model name ("small", "medium", "original", "original-5.5b"): naming it is the
+  explicit request to download it once into the cache (see elmokit.io.download).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from elmokit.bilm import BiLM, StatePolicy
+from elmokit.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
+from elmokit.io.weights_hdf5 import load_bilm
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+def bundled_models() -> list[str]:
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_NAME).exists())
+
+
+def resolve_published_pair(path: Path) -> tuple[Path, Path] | None:
+    """(options, weights) for a published-format directory or options file, else None."""
+    if path.is_file() and path.suffix == ".json":
+        candidates = sorted(path.parent.glob("*.hdf5")) + sorted(path.parent.glob("*.h5"))
+        if len(candidates) != 1:
+            raise ValueError(
+                f"cannot tell which weight file goes with {path}: found "
+                f"{[c.name for c in candidates] or 'none'}; pass weights explicitly"
+            )
+        return path, candidates[0]
+    if path.is_dir():
+        options = sorted(path.glob("*options*.json"))
+        weights = sorted(path.glob("*.hdf5")) + sorted(path.glob("*.h5"))
+        if len(options) == 1 and len(weights) == 1:
+            return options[0], weights[0]
+    return None
+
+
+def load(
+    name_or_path: str | Path,
+    weights: str | Path | None = None,
+    state_policy: StatePolicy = "reset",
+    device: str | torch.device = "cpu",
+) -> BiLM:
+    """Load a biLM (eval mode) by bundled name, path or published name; see module doc."""
+    if weights is not None:
+        return load_bilm(name_or_path, weights, state_policy=state_policy).to(device).eval()
+    name = str(name_or_path)
+    if name in bundled_models():
+        return from_pretrained(BUNDLED_DIR / name, state_policy, device).eval()
+    path = Path(name_or_path)
+    if path.is_dir() and (path / WEIGHTS_NAME).exists():
+        return from_pretrained(path, state_policy, device).eval()
+    if path.exists():
+        pair = resolve_published_pair(path)
+        if pair is None:
+            raise ValueError(
+                f"{path} is neither an elmokit model directory ({CONFIG_NAME} + {WEIGHTS_NAME}) "
+                "nor a published model (one *options*.json + one .hdf5)"
+            )
+        return load_bilm(*pair, state_policy=state_policy).to(device).eval()
+    from elmokit.io.download import PUBLISHED_MODELS, download_published
+
+    if name in PUBLISHED_MODELS:
+        options_path, weights_path = download_published(name)
+        return load_bilm(options_path, weights_path, state_policy=state_policy).to(device).eval()
+    known = bundled_models() + sorted(PUBLISHED_MODELS)
+    raise FileNotFoundError(
+        f"no model at {name!r}: not a path, and not a known name ({', '.join(known)})"
+    )
