@@ -1,0 +1,1 @@
+"""Pre-training the biLM: data streaming and batching."""
