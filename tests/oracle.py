@@ -24,8 +24,11 @@ class OracleBiLM:
         with h5py.File(weights_path, "r") as f:
             self.w = {}
             f.visititems(
-                lambda name, obj: self.w.__setitem__(name, obj[...].astype(np.float64))
-                if isinstance(obj, h5py.Dataset) else None
+                lambda name, obj: (
+                    self.w.__setitem__(name, obj[...].astype(np.float64))
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
             )
         self.cell_log: list[np.ndarray] = []  # every unclipped cell state, for clip statistics
 
@@ -47,7 +50,7 @@ class OracleBiLM:
             kernel = self.w[f"CNN/W_cnn_{i}"][0]  # [width, dim, count]
             best = np.full(count, -np.inf)
             for start in range(50 - width + 1):
-                value = np.einsum("wd,wdc->c", chars[start:start + width], kernel)
+                value = np.einsum("wd,wdc->c", chars[start : start + width], kernel)
                 best = np.maximum(best, value + self.w[f"CNN/b_cnn_{i}"])
             features.append(best)
         x = np.concatenate(features)
@@ -62,8 +65,14 @@ class OracleBiLM:
             x = x @ self.w["CNN_proj/W_proj"] + self.w["CNN_proj/b_proj"]
         return x
 
-    def run_direction(self, inputs: list[np.ndarray], direction: int, layer: int,
-                      h: np.ndarray | None = None, c: np.ndarray | None = None):
+    def run_direction(
+        self,
+        inputs: list[np.ndarray],
+        direction: int,
+        layer: int,
+        h: np.ndarray | None = None,
+        c: np.ndarray | None = None,
+    ):
         lstm = self.options["lstm"]
         prefix = f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
         W, B, WP = self.w[prefix + "/W_0"], self.w[prefix + "/B"], self.w[prefix + "/W_P_0"]
@@ -73,7 +82,7 @@ class OracleBiLM:
         outputs = []
         for x in inputs:
             gates = np.concatenate([x, h]) @ W + B
-            i, j, f, o = (gates[k * hidden:(k + 1) * hidden] for k in range(4))
+            i, j, f, o = (gates[k * hidden : (k + 1) * hidden] for k in range(4))
             c = sigmoid(f + 1.0) * c + sigmoid(i) * np.tanh(j)
             self.cell_log.append(c.copy())
             if lstm.get("cell_clip"):
@@ -94,8 +103,8 @@ class OracleBiLM:
             fwd_out, _, _ = self.run_direction(fwd_in, 0, layer)
             bwd_out, _, _ = self.run_direction(bwd_in, 1, layer)
             if layer > 0 and lstm.get("use_skip_connections"):
-                fwd_out = [a + b for a, b in zip(fwd_out, fwd_in)]
-                bwd_out = [a + b for a, b in zip(bwd_out, bwd_in)]
+                fwd_out = [a + b for a, b in zip(fwd_out, fwd_in, strict=True)]
+                bwd_out = [a + b for a, b in zip(bwd_out, bwd_in, strict=True)]
             layers.append(np.concatenate([np.array(fwd_out), np.array(bwd_out[::-1])], axis=1))
             fwd_in, bwd_in = fwd_out, bwd_out
         return np.stack(layers)[:, 1:-1]

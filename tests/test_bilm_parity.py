@@ -81,7 +81,9 @@ def test_oracle_agrees_with_reference_fixture(fixture_dir: Path) -> None:
     assert np.abs(oracle.embed(tokens)[-1] - reference).max() < 1e-5
 
 
-def test_skip_connections_off_really_removes_the_residual(fixture_dir: Path, tmp_path: Path) -> None:
+def test_skip_connections_off_really_removes_the_residual(
+    fixture_dir: Path, tmp_path: Path
+) -> None:
     options = json.loads((fixture_dir / "options.json").read_text())
     options["lstm"]["use_skip_connections"] = False
     (tmp_path / "options.json").write_text(json.dumps(options))
@@ -111,7 +113,9 @@ def test_oracle_agrees_with_production_on_random_published_shapes(
     sentences = [["Ré", "sumé", "costs", "$", "3.50", "."], ["A", "bank", "."], [], ptb[0].split()]
     with torch.no_grad():
         output = loaded(batch_to_ids(sentences))
-    oracle = OracleBiLM(json.loads((tmp_path / "options.json").read_text()), str(tmp_path / "weights.hdf5"))
+    oracle = OracleBiLM(
+        json.loads((tmp_path / "options.json").read_text()), str(tmp_path / "weights.hdf5")
+    )
     for row, tokens in enumerate(sentences):
         expected = oracle.embed(tokens)
         ours = output.layers[row, :, : len(tokens)].numpy()
@@ -128,11 +132,14 @@ def test_oracle_agrees_with_production_on_random_published_shapes(
 
 def test_random_model_activations_are_non_trivial() -> None:
     model = random_bilm("small", seed=0).eval()
-    sentences = [line.split() for line in [
-        "The committee approved the budget after a long debate on Tuesday .",
-        "She walked along the bank of the river and watched the boats .",
-        "Interest rates rose sharply , and the bank raised its lending rate .",
-    ]]
+    sentences = [
+        line.split()
+        for line in [
+            "The committee approved the budget after a long debate on Tuesday .",
+            "She walked along the bank of the river and watched the boats .",
+            "Interest rates rose sharply , and the bank raised its lending rate .",
+        ]
+    ]
     with torch.no_grad():
         output = model(batch_to_ids(sentences))
     values = output.layers[output.mask.unsqueeze(1).expand(-1, 3, -1)]
@@ -145,8 +152,14 @@ def test_random_model_activations_are_non_trivial() -> None:
 
 def test_config_any_layer_count_and_tanh(tmp_path: Path) -> None:
     config = BiLMConfig(
-        filters=[(1, 4), (3, 8)], char_embedding_dim=4, n_highway=0, activation="tanh",
-        lstm_dim=12, projection_dim=6, n_layers=3, use_skip_connections=True,
+        filters=[(1, 4), (3, 8)],
+        char_embedding_dim=4,
+        n_highway=0,
+        activation="tanh",
+        lstm_dim=12,
+        projection_dim=6,
+        n_layers=3,
+        use_skip_connections=True,
     )
     model = random_bilm(config, seed=1)
     save_bilm(model, tmp_path / "options.json", tmp_path / "weights.hdf5")
@@ -154,7 +167,9 @@ def test_config_any_layer_count_and_tanh(tmp_path: Path) -> None:
     tokens = ["tanh", "activations", "work", "too"]
     with torch.no_grad():
         ours = loaded(batch_to_ids([tokens])).layers[0].numpy()
-    oracle = OracleBiLM(json.loads((tmp_path / "options.json").read_text()), str(tmp_path / "weights.hdf5"))
+    oracle = OracleBiLM(
+        json.loads((tmp_path / "options.json").read_text()), str(tmp_path / "weights.hdf5")
+    )
     expected = oracle.embed(tokens)
     assert ours.shape == (4, 4, 12)
     assert np.abs(ours - expected).max() < 1e-5

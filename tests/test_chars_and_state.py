@@ -37,10 +37,10 @@ def test_batch_to_ids_pads_with_zero() -> None:
 
 
 SENTENCES = [
-    "The bank raised its rates .".split(),
+    ["The", "bank", "raised", "its", "rates", "."],
     "We sat on the bank of the river and watched the water go by .".split(),
-    "Hello".split(),
-    "Interest rates are rising again this year , analysts said .".split(),
+    ["Hello"],
+    ["Interest", "rates", "are", "rising", "again", "this", "year", ",", "analysts", "said", "."],
 ]
 
 
@@ -58,7 +58,7 @@ def test_reset_policy_output_independent_of_batch(model: BiLM) -> None:
             for row, sentence in enumerate(batch):
                 if sentence == target:
                     assert (output.layers[row, :, : len(target)] - alone).abs().max() <= 1e-6
-                    assert output.layers[row, :, len(target):].abs().sum() == 0
+                    assert output.layers[row, :, len(target) :].abs().sum() == 0
         again = model(batch_to_ids([target])).layers[0]
     assert torch.equal(alone, again)
 
@@ -97,7 +97,9 @@ def test_keep_sentence_boundaries(model: BiLM) -> None:
         kept = model(batch_to_ids(SENTENCES[:2]), keep_sentence_boundaries=True)
     assert kept.layers.shape[2] == trimmed.layers.shape[2] + 2
     assert kept.mask[0].sum() == len(SENTENCES[0]) + 2
-    torch.testing.assert_close(kept.layers[:, :, 1:-1] * trimmed.mask[:, None, :, None], trimmed.layers)
+    torch.testing.assert_close(
+        kept.layers[:, :, 1:-1] * trimmed.mask[:, None, :, None], trimmed.layers
+    )
 
 
 def test_runs_in_float64_and_on_requested_device(model: BiLM) -> None:

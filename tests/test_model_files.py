@@ -24,7 +24,9 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
     with h5py.File(path, "r") as f:
         f.visititems(
-            lambda name, obj: found.__setitem__(name, obj[...]) if isinstance(obj, h5py.Dataset) else None
+            lambda name, obj: (
+                found.__setitem__(name, obj[...]) if isinstance(obj, h5py.Dataset) else None
+            )
         )
     return found
 
@@ -32,7 +34,10 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
 def test_hdf5_round_trip_is_bit_identical(fixture_dir: Path, tmp_path: Path) -> None:
     model = load_bilm(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5")
     save_bilm(model, tmp_path / "options.json", tmp_path / "weights.hdf5")
-    original, ours = _datasets(fixture_dir / "lm_weights.hdf5"), _datasets(tmp_path / "weights.hdf5")
+    original, ours = (
+        _datasets(fixture_dir / "lm_weights.hdf5"),
+        _datasets(tmp_path / "weights.hdf5"),
+    )
     assert set(original) == set(ours)
     for name, array in original.items():
         assert ours[name].dtype == np.float32
@@ -43,7 +48,9 @@ def test_hdf5_round_trip_is_bit_identical(fixture_dir: Path, tmp_path: Path) -> 
         (fixture_dir / "options.json").read_text()
     )
     again = load_bilm(tmp_path / "options.json", tmp_path / "weights.hdf5")
-    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -59,7 +66,9 @@ def test_native_round_trip_and_fp16(fixture_dir: Path, tmp_path: Path) -> None:
     model = load_bilm(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5").eval()
     save_pretrained(model, tmp_path / "native")
     loaded = from_pretrained(tmp_path / "native").eval()
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     save_pretrained(model, tmp_path / "half", dtype=torch.float16)
     half = from_pretrained(tmp_path / "half").eval()
@@ -78,7 +87,10 @@ def test_convert_command_both_ways(fixture_dir: Path, tmp_path: Path) -> None:
     shutil.copy(fixture_dir / "lm_weights.hdf5", source / "lm_weights.hdf5")
     assert main(["convert", str(source), str(tmp_path / "native"), "--to", "native"]) == 0
     assert main(["convert", str(tmp_path / "native"), str(tmp_path / "back"), "--to", "hdf5"]) == 0
-    original, back = _datasets(fixture_dir / "lm_weights.hdf5"), _datasets(tmp_path / "back" / "weights.hdf5")
+    original, back = (
+        _datasets(fixture_dir / "lm_weights.hdf5"),
+        _datasets(tmp_path / "back" / "weights.hdf5"),
+    )
     assert all(back[name].tobytes() == original[name].tobytes() for name in original)
     # Refuses to overwrite unless asked.
     assert main(["convert", str(tmp_path / "native"), str(tmp_path / "back"), "--to", "hdf5"]) == 2
@@ -95,6 +107,7 @@ def test_random_model_command(tmp_path: Path) -> None:
 
 # -- bad input ------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def weights_copy(fixture_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
     shutil.copy(fixture_dir / "options.json", tmp_path / "options.json")
@@ -106,7 +119,9 @@ def test_missing_dataset_is_named(weights_copy: tuple[Path, Path]) -> None:
     options, weights = weights_copy
     with h5py.File(weights, "a") as f:
         del f["CNN_high_1/W_carry"]
-    with pytest.raises(WeightFileError, match=r"CNN_high_1/W_carry' is missing \(expected shape \(124, 124\)\)"):
+    with pytest.raises(
+        WeightFileError, match=r"CNN_high_1/W_carry' is missing \(expected shape \(124, 124\)\)"
+    ):
         load_bilm(options, weights)
 
 
@@ -115,7 +130,9 @@ def test_misshapen_dataset_is_named(weights_copy: tuple[Path, Path]) -> None:
     with h5py.File(weights, "a") as f:
         del f["CNN_proj/W_proj"]
         f["CNN_proj/W_proj"] = np.zeros((124, 17), np.float32)
-    with pytest.raises(WeightFileError, match=r"CNN_proj/W_proj' has shape \(124, 17\), expected \(124, 16\)"):
+    with pytest.raises(
+        WeightFileError, match=r"CNN_proj/W_proj' has shape \(124, 17\), expected \(124, 16\)"
+    ):
         load_bilm(options, weights)
 
 
@@ -124,7 +141,9 @@ def test_options_inconsistent_with_weights(weights_copy: tuple[Path, Path]) -> N
     data = json.loads(options.read_text())
     data["lstm"]["dim"] = 128
     options.write_text(json.dumps(data))
-    with pytest.raises(WeightFileError, match=r"LSTMCell/W_0' has shape \(32, 256\), expected \(32, 512\)"):
+    with pytest.raises(
+        WeightFileError, match=r"LSTMCell/W_0' has shape \(32, 256\), expected \(32, 512\)"
+    ):
         load_bilm(options, weights)
 
 
@@ -143,7 +162,7 @@ def test_bad_n_characters(weights_copy: tuple[Path, Path], n_characters: int) ->
     data = json.loads(options.read_text())
     data["char_cnn"]["n_characters"] = n_characters
     options.write_text(json.dumps(data))
-    with pytest.raises(ConfigError, match="n_characters is %d" % n_characters):
+    with pytest.raises(ConfigError, match=f"n_characters is {n_characters}"):
         load_bilm(options, weights)
 
 
@@ -186,7 +205,9 @@ def test_bad_token_lists() -> None:
 
 
 def test_bad_char_ids_tensor() -> None:
-    model = random_bilm(BiLMConfig(filters=[(1, 4)], char_embedding_dim=2, lstm_dim=4, projection_dim=3))
+    model = random_bilm(
+        BiLMConfig(filters=[(1, 4)], char_embedding_dim=2, lstm_dim=4, projection_dim=3)
+    )
     with pytest.raises(ValueError, match=r"shape \[batch, time, 50\]"):
         model(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="batch_to_ids"):

@@ -3,6 +3,7 @@
 from elmokit.bilm import BiLM, BiLMOutput
 from elmokit.chars import batch_to_ids
 from elmokit.config import BiLMConfig
+from elmokit.elmo import Elmo
 from elmokit.io.checkpoint import from_pretrained, save_pretrained
 from elmokit.loading import load
 
@@ -12,6 +13,7 @@ __all__ = [
     "BiLM",
     "BiLMConfig",
     "BiLMOutput",
+    "Elmo",
     "__version__",
     "batch_to_ids",
     "from_pretrained",

@@ -97,14 +97,15 @@ class BiLM(nn.Module):
             n_unique = unique_rows.shape[0]
             if n_unique < MIN_GEMM_ROWS:  # keep results independent of the batch (lstm.py)
                 unique_rows = torch.cat(
-                    [unique_rows, unique_rows.new_zeros(MIN_GEMM_ROWS - n_unique, unique_rows.shape[1])]
+                    [
+                        unique_rows,
+                        unique_rows.new_zeros(MIN_GEMM_ROWS - n_unique, unique_rows.shape[1]),
+                    ]
                 )
             out[is_token] = self.token_encoder(unique_rows)[:n_unique][inverse]
         return out.view(*char_ids.shape[:-1], projection_dim)
 
-    def forward(
-        self, char_ids: torch.Tensor, keep_sentence_boundaries: bool = False
-    ) -> BiLMOutput:
+    def forward(self, char_ids: torch.Tensor, keep_sentence_boundaries: bool = False) -> BiLMOutput:
         """char_ids [B, T, 50] from `batch_to_ids` (no <S>/</S>) -> all layers and mask.
 
         With keep_sentence_boundaries the <S> and </S> positions stay in the output:
@@ -189,7 +190,9 @@ def _add_sentence_boundaries(
     batch, steps, _ = char_ids.shape
     bos = torch.tensor(BOS_CHAR_IDS, device=char_ids.device)
     eos = torch.tensor(EOS_CHAR_IDS, device=char_ids.device)
-    wrapped = torch.zeros(batch, steps + 2, MAX_CHARS_PER_TOKEN, dtype=torch.long, device=char_ids.device)
+    wrapped = torch.zeros(
+        batch, steps + 2, MAX_CHARS_PER_TOKEN, dtype=torch.long, device=char_ids.device
+    )
     wrapped[:, 1 : steps + 1] = char_ids
     wrapped[:, 0] = bos
     rows = torch.arange(batch, device=char_ids.device)

@@ -62,14 +62,17 @@ def check_token_batch(batch: object) -> list[list[str]]:
     """Validate a batch of tokenised sentences; a clear error instead of a deep traceback."""
     if isinstance(batch, str) or not isinstance(batch, Sequence):
         raise TypeError(
-            "expected a list of sentences, each a list of str tokens, "
-            f"got {type(batch).__name__}"
+            f"expected a list of sentences, each a list of str tokens, got {type(batch).__name__}"
         )
     for index, sentence in enumerate(batch):
         if isinstance(sentence, str) or not isinstance(sentence, Sequence):
             raise TypeError(
                 f"sentence {index} must be a list of str tokens, got {type(sentence).__name__}"
-                + (" (did you forget to split it into tokens?)" if isinstance(sentence, str) else "")
+                + (
+                    " (did you forget to split it into tokens?)"
+                    if isinstance(sentence, str)
+                    else ""
+                )
             )
         for position, token in enumerate(sentence):
             if not isinstance(token, str):
@@ -77,7 +80,7 @@ def check_token_batch(batch: object) -> list[list[str]]:
                     f"sentence {index}, token {position} must be a str, "
                     f"got {type(token).__name__}: {token!r}"
                 )
-    return [list(sentence) for sentence in batch]  # type: ignore[arg-type]
+    return [list(sentence) for sentence in batch]
 
 
 def batch_to_ids(batch: Sequence[Sequence[str]]) -> torch.Tensor:

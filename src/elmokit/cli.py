@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 # Module names under elmokit.commands; each provides register(subparsers).
-COMMAND_MODULES = ("convert", "random_model", "download", "vocab")
+COMMAND_MODULES = ("convert", "random_model", "download", "vocab", "train", "evaluate")
 
 
 class CommandError(Exception):

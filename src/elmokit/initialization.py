@@ -10,10 +10,14 @@ values) instead of staying near zero.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
+from torch import nn
 
 from elmokit.bilm import BiLM
+from elmokit.modules.lstm import ProjectedLSTMLayer
+from elmokit.modules.token_encoder import Highway
 
 
 def init_bilm_weights(model: BiLM, seed: int = 0, lstm_gain: float = 1.0) -> BiLM:
@@ -30,11 +34,13 @@ def init_bilm_weights(model: BiLM, seed: int = 0, lstm_gain: float = 1.0) -> BiL
     with torch.no_grad():
         uniform_(encoder.char_embed.weight, 1.0)
         encoder.char_embed.weight[0].zero_()  # id 0: batch padding
-        for conv, (width, _) in zip(encoder.convs, config.filters):
+        convs = cast(list[nn.Conv1d], list(encoder.convs))
+        for conv, (width, _) in zip(convs, config.filters, strict=True):
             normal_(conv.weight, math.sqrt(1.0 / (width * config.char_embedding_dim)))
-            conv.bias.zero_()  # type: ignore[union-attr]
+            assert conv.bias is not None
+            conv.bias.zero_()
         n_filters = config.n_filters
-        for highway in encoder.highways:
+        for highway in cast(list[Highway], list(encoder.highways)):
             normal_(highway.W_carry, math.sqrt(1.0 / n_filters))
             highway.b_carry.fill_(-2.0)
             normal_(highway.W_transform, math.sqrt(1.0 / n_filters))
@@ -42,7 +48,7 @@ def init_bilm_weights(model: BiLM, seed: int = 0, lstm_gain: float = 1.0) -> BiL
         if encoder.use_projection:
             normal_(encoder.W_proj, math.sqrt(1.0 / n_filters))
             encoder.b_proj.zero_()
-        for layer in model.lstm.layers:
+        for layer in lstm_layers(model):
             fan_in, fan_out = layer.W_0.shape[1], layer.W_0.shape[2]
             uniform_(layer.W_0, lstm_gain * math.sqrt(6.0 / (fan_in + fan_out)))
             layer.B.zero_()
@@ -72,7 +78,11 @@ def random_bilm(
         raise TypeError("random_bilm takes a published config name or a BiLMConfig")
     model = init_bilm_weights(BiLM(config), seed=seed, lstm_gain=lstm_gain)
     with torch.no_grad():
-        for layer in model.lstm.layers:
+        for layer in lstm_layers(model):
             hidden = layer.B.shape[1] // 4
             layer.B[:, 2 * hidden : 3 * hidden] = stored_forget_bias
     return model
+
+
+def lstm_layers(model: BiLM) -> list[ProjectedLSTMLayer]:
+    return cast(list[ProjectedLSTMLayer], list(model.lstm.layers))

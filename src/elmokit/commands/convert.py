@@ -25,12 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", help="model name, native directory or published directory")
     parser.add_argument("target", help="output directory")
     parser.add_argument(
-        "--to", choices=("native", "hdf5"), required=True,
+        "--to",
+        choices=("native", "hdf5"),
+        required=True,
         help="native: config.json + model.safetensors; hdf5: options.json + weights.hdf5",
     )
     parser.add_argument("--weights", help="weight file, when SOURCE is an options.json path")
     parser.add_argument(
-        "--dtype", choices=("float32", "float16"), default="float32",
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
         help="storage precision of native files (HDF5 is always float32)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")

@@ -118,4 +118,3 @@ def _atomic_write(path: Path, write: Any) -> None:
     finally:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
-

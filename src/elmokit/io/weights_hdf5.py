@@ -135,7 +135,8 @@ def load_weights_into(model: BiLM, path: str | Path) -> None:
         problems = _shape_problems(weights, model.config)
         if problems:
             raise WeightFileError(
-                f"{path} does not match the options: " + "; ".join(problems[:8])
+                f"{path} does not match the options: "
+                + "; ".join(problems[:8])
                 + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")
             )
         with torch.no_grad():
@@ -162,16 +163,16 @@ def save_weights(model: BiLM, path: str | Path) -> None:
         with h5py.File(temp_name, "w") as weights:
             for name, parameter, conversion in _parameter_views(model):
                 array = parameter.detach().to("cpu", torch.float32).numpy()
-                weights.create_dataset(name, data=np.ascontiguousarray(_to_dataset(array, conversion)))
+                weights.create_dataset(
+                    name, data=np.ascontiguousarray(_to_dataset(array, conversion))
+                )
         os.replace(temp_name, path)
     finally:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
 
 
-def load_bilm(
-    options_path: str | Path, weights_path: str | Path, **bilm_kwargs: object
-) -> BiLM:
+def load_bilm(options_path: str | Path, weights_path: str | Path, **bilm_kwargs: object) -> BiLM:
     """A BiLM from the published options.json + weights.hdf5 pair."""
     try:
         config = BiLMConfig.from_json_file(options_path)

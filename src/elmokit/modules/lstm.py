@@ -13,6 +13,7 @@ gate columns in TF order [i, j, f, o]; `B[d]` has no forget bias (+1 is added at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -72,7 +73,11 @@ class BiLSTMStack(nn.Module):
         self.dropout = 0.0  # set by training code; applied to every layer input when training
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LSTMState:
-        n_layers, hidden, proj = self.config.n_layers, self.config.lstm_dim, self.config.projection_dim
+        n_layers, hidden, proj = (
+            self.config.n_layers,
+            self.config.lstm_dim,
+            self.config.projection_dim,
+        )
         return LSTMState(
             h=torch.zeros(n_layers, 2, batch_size, proj, device=device, dtype=dtype),
             c=torch.zeros(n_layers, 2, batch_size, hidden, device=device, dtype=dtype),
@@ -95,10 +100,11 @@ class BiLSTMStack(nn.Module):
         lengths = lengths.to("cpu")
         if real_batch < MIN_GEMM_ROWS:
             inputs, lengths, state = _pad_batch(inputs, lengths, state, MIN_GEMM_ROWS)
-        batch = inputs.shape[1]
         sorted_lengths, order = torch.sort(lengths, descending=True)
         # active[t] = number of rows still running at step t (sorted order).
-        active = [int(n) for n in (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)]
+        active = [
+            int(n) for n in (sorted_lengths.unsqueeze(0) > torch.arange(steps).unsqueeze(1)).sum(1)
+        ]
         order_dev = order.to(inputs.device)
         unpack_index = _unpack_index(sorted_lengths, active, steps).to(inputs.device)
 
@@ -108,7 +114,7 @@ class BiLSTMStack(nn.Module):
         outputs: list[torch.Tensor] = []
         final_h: list[torch.Tensor] = []
         final_c: list[torch.Tensor] = []
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(cast(list[ProjectedLSTMLayer], list(self.layers))):
             if self.training and self.dropout > 0:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
             stepped, h_last, c_last = self._run_layer(

@@ -1,0 +1,164 @@
+"""TrainConfig: everything a training run needs, read from one TOML file.
+
+```toml
+output_dir = "runs/ptb"
+seed = 0
+
+[model]          # BiLMConfig fields (options.json names also accepted via `options_file`)
+lstm_dim = 512
+projection_dim = 256
+filters = [[1, 32], [2, 64], [3, 128], [4, 128], [5, 128], [6, 128]]
+n_highway = 1
+
+[data]
+train = ["../shared/data/ptb_mikolov/ptb.train.txt.gz"]
+valid = ["../shared/data/ptb_mikolov/ptb.valid.txt"]
+vocab = "runs/ptb/vocab.txt"     # built from `train` if it does not exist
+
+[optim]
+optimizer = "adam"
+lr = 0.002
+```
+Relative paths are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elmokit.config import BiLMConfig
+from elmokit.training.data import Tokenize
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)
+    valid: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    vocab: str = "vocab.txt"
+    tokenize: Tokenize = "whitespace"
+    encoding_errors: str = "strict"
+    min_count: int = 1
+    max_vocab_size: int | None = None
+    batch_size: int = 128
+    unroll_steps: int = 20
+    shuffle_buffer: int = 0
+    max_tokens_per_sentence: int | None = 400
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "adagrad"  # adagrad (bilm-tf), adam, sgd
+    lr: float = 0.2
+    adagrad_initial_accumulator: float = 1.0
+    weight_decay: float = 0.0
+    clip_norm: float = 10.0
+    dropout: float = 0.1
+    n_negative_samples: int = 0  # 0: full softmax; else sampled softmax with this many
+    max_steps: int | None = None
+    max_epochs: float | None = 10.0  # in passes over the training tokens
+    max_minutes: float | None = None
+    # Multiply lr by this when held-out perplexity does not improve (1.0: never).
+    lr_decay_on_plateau: float = 1.0
+    min_lr: float = 0.0
+
+
+@dataclass
+class LogConfig:
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 3
+    eval_max_tokens: int | None = None  # cap periodic evaluation cost; final eval is full
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: BiLMConfig = field(default_factory=BiLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    output_dir: str = "runs/bilm"
+    seed: int = 0
+    init_from: str | None = None  # fine-tuning: a model elmokit.load accepts, or a checkpoint
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"training config not found: {path}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from None
+        return cls.from_dict(raw, base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> TrainConfig:
+        raw = dict(raw)
+        base = base_dir or Path(".")
+
+        def section(name: str, kind: type) -> Any:
+            values = raw.pop(name, {})
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise ValueError(f"unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+            return kind(**values)
+
+        model_raw = dict(raw.pop("model", {}))
+        options_file = model_raw.pop("options_file", None)
+        if options_file:
+            model = BiLMConfig.from_json_file(_resolve(base, options_file))
+        else:
+            model = BiLMConfig(**model_raw)
+        data = section("data", DataConfig)
+        optim = section("optim", OptimConfig)
+        log = section("log", LogConfig)
+        config = cls(model=model, data=data, optim=optim, log=log, **raw)
+        data.train = [_resolve(base, p) for p in data.train]
+        data.valid = [_resolve(base, p) for p in data.valid]
+        data.test = [_resolve(base, p) for p in data.test]
+        data.vocab = _resolve(base, data.vocab)
+        config.output_dir = _resolve(base, config.output_dir)
+        if config.init_from and Path(base, config.init_from).exists():
+            config.init_from = _resolve(base, config.init_from)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not self.data.train:
+            raise ValueError("[data] train: no training files given")
+        if self.optim.optimizer not in ("adagrad", "adam", "sgd"):
+            raise ValueError(
+                f"[optim] optimizer must be adagrad, adam or sgd, got {self.optim.optimizer!r}"
+            )
+        if self.data.tokenize not in ("whitespace", "moses"):
+            raise ValueError(
+                f"[data] tokenize must be whitespace or moses, got {self.data.tokenize!r}"
+            )
+        if not (self.optim.max_steps or self.optim.max_epochs or self.optim.max_minutes):
+            raise ValueError("[optim] set at least one of max_steps, max_epochs, max_minutes")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_options(),
+            "data": dataclasses.asdict(self.data),
+            "optim": dataclasses.asdict(self.optim),
+            "log": dataclasses.asdict(self.log),
+            "output_dir": self.output_dir,
+            "seed": self.seed,
+            "init_from": self.init_from,
+        }
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() or "://" in value else (base / path))
