@@ -8,7 +8,17 @@ import sys
 from collections.abc import Sequence
 
 # Module names under elmokit.commands; each provides register(subparsers).
-COMMAND_MODULES = ("convert", "random_model", "download", "vocab", "train", "evaluate")
+COMMAND_MODULES = (
+    "convert",
+    "random_model",
+    "download",
+    "vocab",
+    "train",
+    "evaluate",
+    "embed",
+    "cache_vocab",
+    "task",
+)
 
 
 class CommandError(Exception):
@@ -41,4 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m elmokit.cli`, this file is `__main__`, not `elmokit.cli`: go through the
+    # package module so commands and this entry point share one CommandError class.
+    from elmokit.cli import main as package_main
+
+    sys.exit(package_main())

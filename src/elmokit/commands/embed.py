@@ -1,0 +1,279 @@
+"""`elmokit embed INPUT OUTPUT`: ELMo features of a text file (one sentence per line) to HDF5,
+and `elmokit embed-merge OUTPUT` for the shards of a multi-process run.
+
+The output is the layout of the old `allennlp elmo` command (elmokit.io.features). The input is
+streamed line by line; the file is written as OUTPUT.partial with periodic checkpoints and
+renamed to OUTPUT when complete, so an interrupted run can be continued with --resume.
+
+Several processes: under torchrun (or with RANK / WORLD_SIZE set by hand) rank r embeds the
+lines with index % WORLD_SIZE == r into OUTPUT.rank{r}. Under torchrun, rank 0 merges the
+shards into OUTPUT once every rank is done (gloo barrier); otherwise run `elmokit embed-merge`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from elmokit.cli import CommandError
+from elmokit.embedder import DEFAULT_CHECKPOINT_EVERY, Embedder, check_embed_paths, make_spec
+from elmokit.io.features import find_shards, merge_shards, parse_layers, parse_mix, partial_path
+from elmokit.loading import bundled_models
+
+DEFAULT_MODEL = "elmokit-small-en"
+# A rank that finishes early waits this long at the final barrier for the slowest one.
+MERGE_BARRIER_TIMEOUT = timedelta(hours=48)
+
+
+class UsageError(CommandError, ValueError):
+    """CommandError that is also a ValueError: under `python -m elmokit.cli` the module runs as
+    __main__, whose CommandError is a different class than elmokit.cli.CommandError, and
+    main() still prints a ValueError as a one-line error."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        help=f"bundled model name, model directory, options.json or published name "
+        f"(default: the bundled {DEFAULT_MODEL}, if installed)",
+    )
+    parser.add_argument("--weights", help="weight file (.hdf5), when --model is an options.json")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+
+
+def model_argument(args: argparse.Namespace) -> str:
+    if args.model:
+        return str(args.model)
+    if DEFAULT_MODEL in bundled_models():
+        return DEFAULT_MODEL
+    raise UsageError(
+        f"no --model given and the default bundled model {DEFAULT_MODEL} is not installed; "
+        "pass --model NAME_OR_PATH (a model directory, an options.json with --weights, "
+        "or a published name such as 'small')"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "embed",
+        help="write ELMo features of a text file (one sentence per line) to HDF5",
+        description="Embed every line of INPUT (whitespace-tokenised unless --tokenize moses) "
+        "and write one float32 dataset per line, keyed by the 0-based line number, plus "
+        "sentence_to_index, the layout of the old `allennlp elmo` command. Streams the input; "
+        "writes OUTPUT.partial and renames it when done.",
+    )
+    parser.add_argument("input", help="text file, one sentence per line (UTF-8)")
+    parser.add_argument("output", help="HDF5 file to write")
+    add_model_arguments(parser)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--all",
+        dest="output_format",
+        action="store_const",
+        const="all",
+        help="all layers (L+1, T, D) per line (the default)",
+    )
+    output.add_argument(
+        "--top",
+        dest="output_format",
+        action="store_const",
+        const="top",
+        help="the top layer (T, D)",
+    )
+    output.add_argument(
+        "--average",
+        dest="output_format",
+        action="store_const",
+        const="average",
+        help="the mean of the layers (T, D)",
+    )
+    parser.add_argument(
+        "--layers",
+        help="comma-separated layers to keep (with --all) or average (--average), "
+        "e.g. 0,2; also the layers --mix weighs",
+    )
+    parser.add_argument(
+        "--mix",
+        help="w0,w1,...[,gamma]: store gamma * sum softmax(w)_j * layer_j (T, D), "
+        "a fixed ScalarMix",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=_positive_int,
+        default=None,
+        help="padded tokens per biLM call, the memory knob (default 4096); longer sentences "
+        "are run in exact time chunks",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=None,
+        help="split lines longer than N tokens into independent pieces (each with its own "
+        "<S> </S>), joined in the output; default: every line whole",
+    )
+    parser.add_argument("--tokenize", choices=("whitespace", "moses"), default="whitespace")
+    parser.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="invalid UTF-8: stop with the line number (strict) or read it as U+FFFD",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse blank lines (default: warn and write an empty dataset to keep numbering)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue OUTPUT.partial")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        help="lines between checkpoints (flush + recorded progress)",
+    )
+    parser.add_argument("--keep-shards", action="store_true", help="after a merge, keep shards")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="report every checkpoint")
+    parser.set_defaults(func=run)
+
+    merge = subparsers.add_parser(
+        "embed-merge",
+        help="merge the OUTPUT.rank* files of a multi-process `elmokit embed` into OUTPUT",
+    )
+    merge.add_argument("output", help="the OUTPUT given to `elmokit embed`")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    merge.add_argument("--keep-shards", action="store_true", help="keep OUTPUT.rank* files")
+    merge.set_defaults(func=run_merge)
+
+
+def _distributed_env() -> tuple[int, int]:
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError as error:
+        raise UsageError(f"RANK / WORLD_SIZE must be integers: {error}") from None
+    if world > 1 and not 0 <= rank < world:
+        raise UsageError(f"RANK={rank} is not in 0..{world - 1} (WORLD_SIZE={world})")
+    return (rank, world) if world > 1 else (0, 1)
+
+
+def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
+    # torchrun stops the other ranks with SIGTERM when one fails: leave through Python so that
+    # the progress made so far is recorded and --resume can continue it.
+    raise SystemExit(128 + signum)
+
+
+def run(args: argparse.Namespace) -> int:
+    rank, world = _distributed_env()
+    layers = parse_layers(args.layers) if args.layers else None
+    # Paths first: a typo should not cost a model load.
+    target = check_embed_paths(args.input, args.output, rank, world, args.resume, args.overwrite)
+    model_name = model_argument(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    embedder = Embedder(
+        model_name,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_tokens_per_batch=args.max_batch_tokens,
+        tokenize=args.tokenize,
+        weights=args.weights,
+        max_sentence_tokens=args.max_tokens,
+    )
+    mix, gamma = None, 1.0
+    if args.mix:
+        n_mixed = len(layers) if layers is not None else embedder.n_layers
+        mix, gamma = parse_mix(args.mix, n_mixed)
+    make_spec(args.output_format, layers, mix, gamma).check_layers(embedder.n_layers)
+
+    def say(message: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+    def checkpointed(lines: int) -> None:
+        if args.verbose:
+            say(f"checkpoint: {lines} lines done")
+
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    try:
+        written = embedder.embed_file(
+            args.input,
+            args.output,
+            args.output_format,
+            layers=layers,
+            mix=mix,
+            gamma=gamma,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            strict=args.strict,
+            errors=args.errors,
+            checkpoint_every=args.checkpoint_every,
+            rank=rank,
+            world_size=world,
+            progress=not args.quiet and sys.stderr.isatty(),
+            model_name=model_name,
+            on_warning=lambda message: say(f"warning: {message}"),
+            on_checkpoint=checkpointed,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: progress kept in {partial_path(target)}; rerun with --resume",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"wrote {written}")
+    if world > 1:
+        return _after_shard(args, rank, world)
+    return 0
+
+
+def _after_shard(args: argparse.Namespace, rank: int, world: int) -> int:
+    if "MASTER_ADDR" not in os.environ:
+        if rank == 0:
+            print(f"when every rank is done: elmokit embed-merge {args.output}")
+        return 0
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=MERGE_BARRIER_TIMEOUT)
+    try:
+        dist.barrier()  # every shard is renamed from .partial before its rank gets here
+        if rank == 0:
+            _merge(Path(args.output), args.overwrite, args.keep_shards)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _merge(output: Path, overwrite: bool, keep_shards: bool) -> None:
+    shards = find_shards(output)
+    merge_shards(output, shards, overwrite=overwrite)
+    if not keep_shards:
+        for shard in shards:
+            shard.unlink()
+    print(f"merged {len(shards)} shards into {output}")
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    _merge(Path(args.output), args.overwrite, args.keep_shards)
+    return 0

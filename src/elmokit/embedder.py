@@ -1,0 +1,562 @@
+"""`Embedder`: sentences in, ELMo layers out, streaming and in bounded memory.
+
+Batching. Sentences are read in look-ahead windows (`window_batches` batches, or as many
+tokens); inside a window identical sentences are computed once, the distinct ones are sorted by
+length and cut into batches, and the results are emitted in the input order. Only one window
+is held at a time, so memory does not grow with the input. The biLM must use the "reset" state
+policy: it makes every sentence's vectors independent of its batch, so bucketing and
+deduplication give exactly what one sentence at a time would.
+
+Memory. `max_tokens_per_batch` bounds each biLM call: a batch holds at most that many padded
+tokens, and since the LSTM runs every step on at least MIN_GEMM_ROWS rows, a batch whose
+`max(rows, MIN_GEMM_ROWS) * length` exceeds it is run in time chunks, carrying each
+direction's LSTM state from chunk to chunk (the backward direction reads the reversed
+sentence, so its chunks are also in its own processing order). That is the same computation as
+one call, so a 10,000-token line works in the memory of an ordinary batch. The char CNN sees
+each distinct token of a batch once, in calls of at most ENCODE_ROWS rows padded to a power of
+two, which bounds its working memory and the number of shapes the kernels see.
+`max_sentence_tokens` is different: it splits long sentences into independent pieces (each
+with its own <S> and </S>), which changes their vectors, for users who want bounded context.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+import numpy as np
+import torch
+
+from elmokit.bilm import BiLM
+from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, token_to_char_ids
+from elmokit.io.features import (
+    MODEL_ATTR,
+    SHARD_ATTR,
+    FeatureOutput,
+    FeatureSpec,
+    FeatureWriter,
+    partial_path,
+    shard_path,
+)
+from elmokit.modules.lstm import MIN_GEMM_ROWS
+
+DEFAULT_MAX_TOKENS_PER_BATCH = 4096
+DEFAULT_WINDOW_BATCHES = 16
+DEFAULT_CHECKPOINT_EVERY = 1000
+ENCODE_ROWS = 512  # distinct tokens per char-CNN call
+
+K = TypeVar("K")
+SentenceInput = str | Sequence[str]
+Transform = Callable[[np.ndarray], np.ndarray]
+Tokenize = Literal["whitespace", "moses"]
+
+
+class InputError(ValueError):
+    """A problem with the input text, reported with its line number."""
+
+
+class Embedder:
+    """Embeds tokenised or raw sentences with a biLM; see the module docstring.
+
+    model: a BiLM or anything `elmokit.load` accepts (with `weights` for an options.json).
+    tokenize: how `str` sentences become tokens: None or "whitespace" splits on whitespace
+    (pre-tokenised text), "moses" runs the sacremoses English tokeniser. Token lists are used
+    as they are.
+    """
+
+    def __init__(
+        self,
+        model: BiLM | str | Path,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        max_tokens_per_batch: int | None = None,
+        tokenize: Tokenize | None = None,
+        *,
+        weights: str | Path | None = None,
+        max_sentence_tokens: int | None = None,
+        window_batches: int = DEFAULT_WINDOW_BATCHES,
+    ) -> None:
+        if isinstance(model, BiLM):
+            self.model = model.to(device).eval()
+        else:
+            from elmokit.loading import load
+
+            self.model = load(model, weights=weights, device=device)
+        if self.model.state_policy != "reset":
+            raise ValueError(
+                "Embedder needs a biLM with state_policy='reset': with carried state a "
+                "sentence's vectors depend on the batches before it, which bucketing reorders"
+            )
+        for name, value in (
+            ("batch_size", batch_size),
+            ("max_tokens_per_batch", max_tokens_per_batch),
+            ("max_sentence_tokens", max_sentence_tokens),
+            ("window_batches", window_batches),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH
+        self.max_sentence_tokens = max_sentence_tokens
+        self.window_batches = window_batches
+        if tokenize not in (None, "whitespace", "moses"):
+            raise ValueError(f"tokenize must be None, 'whitespace' or 'moses', got {tokenize!r}")
+        self._moses: Callable[[str], list[str]] | None = None
+        if tokenize == "moses":
+            from sacremoses import MosesTokenizer
+
+            tokenizer = MosesTokenizer(lang="en")
+            # escape=False: the biLM was trained on plain text, not on HTML-escaped "&amp;".
+            self._moses = lambda text: tokenizer.tokenize(text, escape=False)
+
+    @property
+    def n_layers(self) -> int:
+        """Layers per output, including the token layer (L + 1)."""
+        return self.model.config.n_layers + 1
+
+    @property
+    def dim(self) -> int:
+        """Size of each output vector (2P)."""
+        return 2 * self.model.config.projection_dim
+
+    # -- public API --------------------------------------------------------------------------
+
+    def tokenize(self, sentence: SentenceInput) -> list[str]:
+        if isinstance(sentence, str):
+            return self._moses(sentence) if self._moses is not None else sentence.split()
+        if not isinstance(sentence, Sequence):
+            raise TypeError(
+                f"a sentence must be a str or a list of str tokens, got {type(sentence).__name__}"
+            )
+        return list(sentence)
+
+    def embed_sentence(self, sentence: SentenceInput) -> np.ndarray:
+        """One sentence -> float32 [L+1, T, 2P] (layer 0 is the token vector twice)."""
+        return next(self.embed_keyed([(0, sentence)]))[1]
+
+    def embed_sentences(
+        self, sentences: Iterable[SentenceInput], batch_size: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Lazily embed sentences, yielding [L+1, T, 2P] arrays in the input order."""
+        if isinstance(sentences, str):
+            raise TypeError("embed_sentences takes an iterable of sentences; use embed_sentence")
+        return (array for _, array in self.embed_keyed(enumerate(sentences), batch_size))
+
+    def embed_keyed(
+        self,
+        items: Iterable[tuple[K, SentenceInput]],
+        batch_size: int | None = None,
+        transform: Transform | None = None,
+    ) -> Iterator[tuple[K, np.ndarray]]:
+        """Like embed_sentences for (key, sentence) pairs, yielding (key, array) in order.
+
+        transform maps each sentence's [L+1, T, 2P] to what is kept (e.g. only the top layer),
+        applied as soon as a batch is done so that the window holds only the reduced arrays.
+        It must treat each token position on its own (axis -2 is the token axis of its
+        output): sentences split by max_sentence_tokens are transformed piece by piece.
+        """
+        batch_size = batch_size or self.batch_size
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        max_sentences = self.window_batches * batch_size
+        max_tokens = self.window_batches * self.max_tokens_per_batch
+        window: list[tuple[K, list[str]]] = []
+        n_tokens = 0
+        for key, sentence in items:
+            tokens = self.tokenize(sentence)
+            window.append((key, tokens))
+            n_tokens += len(tokens)
+            if len(window) >= max_sentences or n_tokens >= max_tokens:
+                yield from self._embed_window(window, batch_size, transform)
+                window, n_tokens = [], 0
+        if window:
+            yield from self._embed_window(window, batch_size, transform)
+
+    def embed_file(
+        self,
+        input_path: str | Path,
+        output_path: str | Path,
+        output_format: str | None = None,
+        *,
+        layers: Sequence[int] | None = None,
+        mix: Sequence[float] | None = None,
+        gamma: float = 1.0,
+        resume: bool = False,
+        overwrite: bool = False,
+        strict: bool = False,
+        errors: Literal["strict", "replace"] = "strict",
+        batch_size: int | None = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool = False,
+        model_name: str = "",
+        on_warning: Callable[[str], None] | None = None,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> Path:
+        """Embed a text file (one sentence per line) into an HDF5 feature file, streaming.
+
+        The thin layer between the line reader and `FeatureWriter` (elmokit.io.features):
+        output_format "all" | "top" | "average" (default "all"; "mix" when `mix` is given),
+        `layers` selects layers first. Returns the written path (OUTPUT, or OUTPUT.rank{r}
+        when world_size > 1, holding the lines with index % world_size == rank).
+        """
+        spec = make_spec(output_format, layers, mix, gamma)
+        spec.check_layers(self.n_layers)
+        final = check_embed_paths(input_path, output_path, rank, world_size, resume, overwrite)
+        warn = on_warning or _warn_to_stderr
+        attrs: dict[str, str | int] = {MODEL_ATTR: model_name}
+        if world_size > 1:
+            attrs[SHARD_ATTR] = f"{rank}/{world_size}"
+        writer = FeatureWriter(final, spec, resume=resume, attrs=attrs)
+        written = writer.completed_lines  # every line of ours before this one is on disk
+        try:
+            start = writer.completed_lines
+            reader = _LineReader(Path(input_path), errors, start, rank, world_size)
+            reader.expect = writer.last_sentence()
+            blank = _BlankLines(strict, warn, spec.shape(self.n_layers, 0, self.dim))
+
+            def items() -> Iterator[tuple[tuple[int, str], list[str]]]:
+                for index, text in reader:
+                    tokens = self.tokenize(text)
+                    if not tokens:
+                        blank.seen(index)
+                    yield (index, text), tokens
+
+            bar = _progress_bar(Path(input_path), rank, world_size, start, progress)
+            since_checkpoint = 0
+            with bar:
+                results = self.embed_keyed(items(), batch_size, spec.reduce)
+                for (index, text), features in results:
+                    writer.write(index, text, features)
+                    written = index + 1
+                    bar.update(1)
+                    since_checkpoint += 1
+                    if since_checkpoint >= checkpoint_every:
+                        writer.checkpoint(written)
+                        since_checkpoint = 0
+                        if on_checkpoint is not None:
+                            on_checkpoint(written)
+            blank.summary()
+            return writer.finish(reader.lines_read)
+        except BaseException:
+            # Every line up to the last one written is complete: record that, so a resumed
+            # run (also after Ctrl-C or SIGTERM) does not redo it.
+            try:
+                if written > writer.completed_lines:
+                    writer.checkpoint(written)
+            except Exception:
+                pass
+            raise
+        finally:
+            writer.close()
+
+    # -- batching ------------------------------------------------------------------------------
+
+    def _embed_window(
+        self,
+        window: list[tuple[K, list[str]]],
+        batch_size: int,
+        transform: Transform | None,
+    ) -> Iterator[tuple[K, np.ndarray]]:
+        slots: dict[tuple[str, ...], int] = {}
+        plans: list[list[int]] = []
+        for _, tokens in window:
+            plans.append([slots.setdefault(piece, len(slots)) for piece in self._pieces(tokens)])
+        results = self._embed_distinct(list(slots), batch_size, transform)
+        handed_out = [False] * len(results)
+        for (key, _), plan in zip(window, plans, strict=True):
+            if len(plan) > 1:
+                yield key, np.concatenate([results[slot] for slot in plan], axis=-2)
+                continue
+            slot = plan[0]
+            # A repeated sentence gets its own copy: callers may modify what they receive.
+            yield key, results[slot].copy() if handed_out[slot] else results[slot]
+            handed_out[slot] = True
+
+    def _pieces(self, tokens: list[str]) -> list[tuple[str, ...]]:
+        limit = self.max_sentence_tokens
+        if limit is None or len(tokens) <= limit:
+            return [tuple(tokens)]
+        return [tuple(tokens[start : start + limit]) for start in range(0, len(tokens), limit)]
+
+    def _embed_distinct(
+        self, sentences: list[tuple[str, ...]], batch_size: int, transform: Transform | None
+    ) -> list[np.ndarray]:
+        results: list[np.ndarray | None] = [None] * len(sentences)
+        empty = np.zeros((self.n_layers, 0, self.dim), dtype=np.float32)
+
+        def store(slot: int, layers: np.ndarray) -> None:
+            out = transform(layers) if transform is not None else layers
+            # Own the memory: a view would keep the whole padded batch tensor alive.
+            results[slot] = np.array(out, dtype=np.float32, copy=True)
+
+        def run(batch: list[int]) -> None:
+            layers = self._forward([list(sentences[slot]) for slot in batch]).numpy()
+            for row, slot in enumerate(batch):
+                store(slot, layers[row, :, : len(sentences[slot])])
+
+        order = sorted(range(len(sentences)), key=lambda slot: len(sentences[slot]), reverse=True)
+        batch: list[int] = []
+        for slot in order:
+            length = len(sentences[slot])
+            if length == 0:
+                store(slot, empty)
+                continue
+            if batch:
+                longest = len(sentences[batch[0]])  # sorted: the first is the longest
+                padded = (len(batch) + 1) * longest
+                if len(batch) == batch_size or padded > self.max_tokens_per_batch:
+                    run(batch)
+                    batch = []
+            batch.append(slot)
+        if batch:
+            run(batch)
+        return cast(list[np.ndarray], results)  # every slot was stored above
+
+    # -- biLM calls ----------------------------------------------------------------------------
+
+    def _forward(self, sentences: list[list[str]]) -> torch.Tensor:
+        """[B, L+1, T, 2P] on the CPU, the LSTM in one call or in time chunks."""
+        rows = max(len(sentences), MIN_GEMM_ROWS)
+        steps = max(len(sentence) for sentence in sentences) + 2  # with <S> and </S>
+        budget = self.max_tokens_per_batch
+        chunk = steps if rows * steps <= budget else max(1, budget // rows)
+        with torch.inference_mode():
+            return self._run_bilm(sentences, chunk).cpu()
+
+    def _encode_tokens(self, sentences: list[list[str]]) -> torch.Tensor:
+        """Token vectors [B, T+2, P] with <S> and </S>, zero past each sentence's end.
+
+        Each distinct token is encoded once, in calls of ENCODE_ROWS rows or fewer padded to a
+        power of two: the allocator and BLAS keep buffers per call shape, and with as many
+        shapes as batches (BiLM.encode_tokens' way) the process grew by hundreds of MB.
+        """
+        model = self.model
+        device = model.token_encoder.char_embed.weight.device
+        slot_of: dict[tuple[int, ...], int] = {}  # char ids -> row of `table` (0: padding)
+        steps = max(len(sentence) for sentence in sentences) + 2
+        index = torch.zeros(len(sentences), steps, dtype=torch.long)
+        for row, sentence in enumerate(sentences):
+            ids = [BOS_CHAR_IDS, *(token_to_char_ids(token) for token in sentence), EOS_CHAR_IDS]
+            index[row, : len(ids)] = torch.tensor(
+                [slot_of.setdefault(char_ids, len(slot_of) + 1) for char_ids in ids]
+            )
+        distinct = list(slot_of)
+        table = torch.zeros(len(distinct) + 1, model.config.projection_dim, device=device)
+        for start in range(0, len(distinct), ENCODE_ROWS):
+            piece = distinct[start : start + ENCODE_ROWS]
+            size = max(MIN_GEMM_ROWS, 1 << (len(piece) - 1).bit_length())
+            padded = torch.tensor(piece + [BOS_CHAR_IDS] * (size - len(piece)), device=device)
+            table[start + 1 : start + 1 + len(piece)] = model.token_encoder(padded)[: len(piece)]
+        return table[index.to(device)]
+
+    def _run_bilm(self, sentences: list[list[str]], chunk: int) -> torch.Tensor:
+        """BiLM.forward's computation with the LSTM run `chunk` steps at a time, each
+        direction's state carried over (module docstring); the same numbers as BiLM.forward."""
+        model = self.model
+        tokens = self._encode_tokens(sentences)
+        device = tokens.device
+        lengths = torch.tensor([len(sentence) + 2 for sentence in sentences])
+        steps = tokens.shape[1]
+        positions = torch.arange(steps).unsqueeze(0)
+        reverse = torch.where(
+            positions < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - positions, positions
+        ).to(device)
+        backward = _gather_time(tokens, reverse)
+        state = None
+        pieces: list[list[torch.Tensor]] = [[] for _ in range(model.config.n_layers)]
+        for start in range(0, steps, chunk):
+            span = slice(start, start + chunk)
+            inputs = torch.stack([tokens[:, span], backward[:, span]])
+            outputs, state = model.lstm(inputs, (lengths - start).clamp(0, chunk), state)
+            for layer, output in enumerate(outputs):
+                pieces[layer].append(output)
+        layers = [torch.cat([tokens, tokens], dim=-1)]
+        for layer_pieces in pieces:
+            both = torch.cat(layer_pieces, dim=2)  # [2, B, steps, P]
+            layers.append(torch.cat([both[0], _gather_time(both[1], reverse)], dim=-1))
+        stacked = torch.stack(layers, dim=1)[:, :, 1 : steps - 1]  # drop <S> and the last slot
+        mask = torch.arange(steps - 2).unsqueeze(0) < (lengths - 2).unsqueeze(1)
+        return stacked * mask[:, None, :, None].to(device=device, dtype=stacked.dtype)
+
+
+def _gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def make_spec(
+    output_format: str | None,
+    layers: Sequence[int] | None = None,
+    mix: Sequence[float] | None = None,
+    gamma: float = 1.0,
+) -> FeatureSpec:
+    if mix is not None and output_format not in (None, "mix"):
+        raise ValueError(f"--mix is its own output; it cannot be combined with {output_format!r}")
+    output = "mix" if mix is not None else (output_format or "all")
+    if output not in ("all", "top", "average", "mix"):
+        raise ValueError(f"output_format must be all, top or average, got {output_format!r}")
+    return FeatureSpec(
+        output=cast(FeatureOutput, output),
+        layers=tuple(layers) if layers is not None else None,
+        mix=tuple(float(w) for w in mix) if mix is not None else None,
+        gamma=float(gamma),
+    )
+
+
+def check_embed_paths(
+    input_path: str | Path,
+    output_path: str | Path,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Fail early (before loading a model) on the usual path mistakes; returns the file this
+    process writes (OUTPUT, or OUTPUT.rank{r} when world_size > 1)."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"input file {input_path} does not exist")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    final = output_path if world_size == 1 else shard_path(output_path, rank)
+    for existing in dict.fromkeys([output_path, final]):
+        if existing.is_dir():
+            raise IsADirectoryError(f"output {existing} is a directory; give a file name")
+        if existing.exists() and not overwrite:
+            raise FileExistsError(f"{existing} exists; pass --overwrite to replace it")
+    partial = partial_path(final)
+    if partial.exists() and not (resume or overwrite):
+        raise FileExistsError(
+            f"{partial} is left from an interrupted run: pass --resume to continue it "
+            "or --overwrite to start over"
+        )
+    if not final.parent.is_dir():
+        raise FileNotFoundError(f"output directory {final.parent} does not exist")
+    if partial.exists():
+        if not os.access(partial, os.W_OK):
+            raise PermissionError(f"cannot write {partial}: permission denied")
+    else:
+        try:  # os.access is not reliable (root, network file systems): really try
+            partial.open("xb").close()
+            partial.unlink()
+        except OSError as error:
+            raise PermissionError(f"cannot write output {final}: {error.strerror}") from error
+    return final
+
+
+class _LineReader:
+    """Lines of a UTF-8 file (binary reads: one line in memory at a time), stripped, with
+    their 0-based index; only this rank's lines from `start` on. Counts all lines read."""
+
+    def __init__(self, path: Path, errors: str, start: int, rank: int, world_size: int) -> None:
+        if errors not in ("strict", "replace"):
+            raise ValueError(f"errors must be 'strict' or 'replace', got {errors!r}")
+        self.path, self.errors = path, errors
+        self.start, self.rank, self.world_size = start, rank, world_size
+        self.lines_read = 0
+        self.expect: tuple[int, str] | None = None  # (index, text) a resumed file ends with
+
+    def _decode(self, raw: bytes, index: int) -> str:
+        try:
+            text = raw.decode("utf-8", self.errors)
+        except UnicodeDecodeError as error:
+            bad = raw[error.start : error.start + 1].hex()
+            raise InputError(
+                f"{self.path}: line {index + 1} is not valid UTF-8 (byte 0x{bad} at byte "
+                f"offset {error.start}); fix the file or use errors='replace' "
+                "(--errors replace) to read such bytes as U+FFFD"
+            ) from None
+        if index == 0:
+            text = text.lstrip("\ufeff")
+        return text.strip()
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        with self.path.open("rb") as file:
+            for index, raw in enumerate(file):
+                self.lines_read = index + 1
+                if self.expect is not None and index == self.expect[0]:
+                    self._check_resumed_line(raw, index)
+                if index < self.start or index % self.world_size != self.rank:
+                    continue
+                yield index, self._decode(raw, index)
+        if self.expect is not None and self.lines_read <= self.expect[0]:
+            raise InputError(
+                f"{self.path} has {self.lines_read} lines but the partial output already holds "
+                f"line {self.expect[0] + 1}: it is not the input this output was started with"
+            )
+
+    def _check_resumed_line(self, raw: bytes, index: int) -> None:
+        assert self.expect is not None
+        try:
+            same = self._decode(raw, index) == self.expect[1]
+        except InputError:
+            same = False
+        if not same:
+            raise InputError(
+                f"{self.path}: line {index + 1} differs from the one recorded in the partial "
+                "output: it is not the input this output was started with (use --overwrite "
+                "to start over)"
+            )
+
+
+class _BlankLines:
+    def __init__(self, strict: bool, warn: Callable[[str], None], shape: tuple[int, ...]) -> None:
+        self.strict, self.warn, self.shape = strict, warn, shape
+        self.count = 0
+
+    def seen(self, index: int) -> None:
+        if self.strict:
+            raise InputError(
+                f"line {index + 1} is blank (strict mode); remove it or drop --strict "
+                "to write an empty dataset for it"
+            )
+        self.count += 1
+        if self.count == 1:
+            self.warn(
+                f"line {index + 1} is blank: writing an empty dataset {self.shape} under "
+                f"'{index}' to keep line numbers (further blank lines are not reported one "
+                "by one)"
+            )
+
+    def summary(self) -> None:
+        if self.count > 1:
+            self.warn(f"{self.count} blank lines in total were written as empty datasets")
+
+
+def _warn_to_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file (a last line without newline counts), read in blocks."""
+    count, last = 0, b"\n"
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _progress_bar(path: Path, rank: int, world_size: int, start: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    total = count_lines(path) if enabled else 0  # a second pass over the file: only if shown
+    mine = len(range(rank, total, world_size))
+    done = len(range(rank, min(start, total), world_size))
+    return tqdm(
+        total=mine,
+        initial=done,
+        unit=" sentences",
+        unit_scale=True,
+        smoothing=0.1,
+        mininterval=1.0,
+        desc=f"rank {rank}" if world_size > 1 else None,
+        disable=not enabled,
+    )
