@@ -58,7 +58,10 @@ def main() -> None:
     softmax = {k: v for k, v in tensors.items() if k.startswith("softmax.")}
     summary = json.loads((args.run / "summary.json").read_text())
     save_pretrained(
-        bilm, target, extra_tensors=softmax, dtype=torch.float16,
+        bilm,
+        target,
+        extra_tensors=softmax,
+        dtype=torch.float16,
         metadata={"name": args.name, "storage": "float16", **summary},
     )
     shutil.copyfile(args.run / "vocab.txt", target / "vocab.txt")
@@ -70,8 +73,11 @@ def main() -> None:
 
 
 def write_card(
-    target: Path, args: argparse.Namespace, bilm: elmokit.BiLM,
-    summary: dict[str, float], error: dict[str, float],
+    target: Path,
+    args: argparse.Namespace,
+    bilm: elmokit.BiLM,
+    summary: dict[str, float],
+    error: dict[str, float],
 ) -> None:
     config = json.loads((args.run / "train_config.json").read_text())
     sources = json.loads((args.corpus / "sources.json").read_text())
@@ -90,6 +96,8 @@ def write_card(
         for r in valid_rows
     )
     model = config["model"]
+    vocab_size = len((args.run / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    train_tokens = json.loads((args.run / "corpus_stats.json").read_text())["tokens"]
     card = f"""# {args.name}: the bundled default English biLM
 
 Trained by elmokit on this project's 2-core CPU machine, only on openly licensed text, so it
@@ -110,7 +118,7 @@ Brown, SST, CoNLL, SICK) were not used.
   {model["char_cnn"]["n_highway"]} highway layer, LSTM {model["lstm"]["n_layers"]} x {model["lstm"]["dim"]}
   with projection {model["lstm"]["projection_dim"]} (ELMo vectors of {2 * model["lstm"]["projection_dim"]} dims),
   cell/projection clip 3, residual between layers 1 and 2.
-- {n_params / 1e6:.2f}M biLM parameters plus a {len(open(args.run / "vocab.txt").read().splitlines()):,}-word
+- {n_params / 1e6:.2f}M biLM parameters plus a {vocab_size:,}-word
   softmax (kept for `elmokit evaluate` and fine-tuning); stored as float16: {size_mb:.1f} MB.
 - fp16 storage vs the fp32 weights on 256 held-out sentences (all 3 layers): max abs
   difference {error["max_abs_diff"]:.2e}, per-token cosine min {error["min_cosine"]:.6f},
@@ -121,12 +129,15 @@ Brown, SST, CoNLL, SICK) were not used.
   `prepare_corpus.py`); Adam lr {config["optim"]["lr"]}, dropout {config["optim"]["dropout"]}, batch
   {config["data"]["batch_size"]} x unroll {config["data"]["unroll_steps"]}, full softmax, state carried between batches.
 - Steps {int(summary["step"]):,}; training tokens seen {int(summary["tokens"]):,}; wall time
-  {summary["minutes"]:.0f} minutes on one CPU thread (the machine's second core trained the
-  PTB recipe at the same time).
+  {summary["minutes"]:.0f} minutes on one CPU thread of a 2-core machine shared with other jobs
+  ({summary["tokens"] / (summary["minutes"] * 60):.0f} tokens/s); that is {summary["tokens"] / train_tokens:.2f} passes over the training text.
 - Held-out perplexity (full validation split): forward {summary["valid_ppl_forward"]:.1f},
   backward {summary["valid_ppl_backward"]:.1f}, mean {summary["valid_ppl_mean"]:.1f}.
 
-Validation curve (periodic evaluations used the first 30,000 held-out tokens):
+Validation curve. Periodic evaluations used only the first 30,000 held-out tokens, which come
+from the first sources in file order (Austen, the Bible): easier text than the whole split,
+which also holds Milton, Shakespeare, Whitman and WikiText, so they are not comparable with
+the full-split numbers above.
 
 | step | tokens | forward | backward | mean |
 | ---: | ---: | ---: | ---: | ---: |
