@@ -11,11 +11,11 @@ own working set is constant per batch; `--small-model` adds rows with a random b
 published small shape (2P = 256) to show it, including one 10,000-token line.
 
     .venv/bin/python benchmarks/embed_memory.py [--sizes 10000,100000] [--small-model]
-        [--reference]
+        [--precisions reference,fp32]
 
---reference adds the same PTB runs with the biLM's "reference" (autograd-code) LSTM path
-instead of the default fast inference path, when the model has `optimize_for_inference`:
-it separates the pipeline's memory from the inference kernels' own caches.
+The PTB runs are repeated for each `--precision` of `elmokit embed`: "reference" is the
+autograd code path; "fp32" (and bf16, int8) the inference kernels with prepared weights,
+whose own caches (one oneDNN kernel per product shape) are what could grow with the input.
 """
 
 from __future__ import annotations
@@ -60,34 +60,17 @@ def write_long_line(path: Path, n_tokens: int) -> None:
     path.write_text(" ".join(tokens) + "\n", encoding="utf-8")
 
 
-# `elmokit embed` with every loaded model switched to the reference inference path.
-_REFERENCE_LAUNCHER = """
-import sys
-import elmokit.embedder
-from elmokit.cli import main
-load = elmokit.loading.load
-def load_reference(*args, **kwargs):
-    model = load(*args, **kwargs)
-    if not hasattr(model, "optimize_for_inference"):
-        sys.exit("this elmokit has no optimize_for_inference: drop --reference")
-    return model.optimize_for_inference("reference")
-elmokit.loading.load = load_reference
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def run_embed(
     label: str,
     source: Path,
     output: Path,
     model_args: list[str],
     lines: int,
-    reference: bool = False,
+    precision: str = "reference",
 ) -> Row:
-    launcher = ["-c", _REFERENCE_LAUNCHER] if reference else ["-m", "elmokit.cli"]
     command = [
-        sys.executable, *launcher, "embed", str(source), str(output), "--top",
-        "--quiet", "--threads", "1", *model_args,
+        sys.executable, "-m", "elmokit.cli", "embed", str(source), str(output), "--top",
+        "--quiet", "--threads", "1", "--precision", precision, *model_args,
     ]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -103,30 +86,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="line counts, comma-separated")
     parser.add_argument("--small-model", action="store_true", help="add random small-model rows")
-    parser.add_argument("--reference", action="store_true", help="add reference-path rows")
+    parser.add_argument(
+        "--precisions",
+        default="reference,fp32",
+        help="`elmokit embed --precision` values to measure on the PTB inputs",
+    )
     parser.add_argument("--workdir", help="where inputs and outputs go (default: a temp dir)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     fixture_args = [
         "--model", str(FIXTURE / "options.json"), "--weights", str(FIXTURE / "lm_weights.hdf5"),
     ]
-    paths = [False, True] if args.reference else [False]
+    precisions = args.precisions.split(",")
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         rows: list[Row] = []
-        for reference in paths:
+        for precision in precisions:
             for size in sizes:
                 source = work / f"ptb_{size}.txt"
                 if not source.exists():
                     write_cycled_lines(source, size)
-                label = f"fixture{', reference' if reference else ''}, PTB x{size}"
-                output = work / f"out_{size}_{reference}.h5"
-                rows.append(run_embed(label, source, output, fixture_args, size, reference))
+                label = f"fixture, {precision}, PTB x{size}"
+                output = work / f"out_{size}_{precision}.h5"
+                rows.append(run_embed(label, source, output, fixture_args, size, precision))
         long_line = work / "long_line.txt"
         write_long_line(long_line, 10_000)
         output = work / "long.h5"
-        rows.append(run_embed("fixture, 10k-token line", long_line, output, fixture_args, 1))
+        rows.append(
+            run_embed("fixture, reference, 10k-token line", long_line, output, fixture_args, 1)
+        )
         if args.small_model:
             small = work / "small"
             subprocess.run(
@@ -154,7 +143,7 @@ def main() -> None:
             f"{row.peak_rss_mb:>12.0f} {row.output_mb:>10.1f}"
         )
     if len(sizes) >= 2:
-        for prefix in ("fixture, PTB", "fixture, reference, PTB"):
+        for prefix in (f"fixture, {precision}, PTB" for precision in precisions):
             by_size = {row.lines: row for row in rows if row.label.startswith(prefix)}
             if by_size:
                 low, high = by_size[min(sizes)], by_size[max(sizes)]

@@ -19,8 +19,13 @@ under torch.no_grad) and reports:
   the "reference" mode (the autograd code path, the exact path).
 
 Training: tokens/s of `BiLanguageModel` forward + backward (no optimizer step) on the PTB
-recipe's [model] (10k-word full softmax, dropout on), batch 64 x unroll 25, and that as a
-fraction of the MKL peak counting 3x the forward FLOPs.
+recipe's [model] (10k-word full softmax, dropout on), batch 64 x unroll 25, in fp32 (MKL)
+and under bf16 autocast (oneDNN bf16), each as a fraction of its engine's peak counting 3x the
+forward FLOPs.
+
+Where a CUDA device is present, each shape is also embedded on it in the reference, fp32 and
+bf16 modes (tokens/s, peak device memory, max error against the reference on the device).
+This machine has no GPU, so that code has not been run here.
 
     .venv/bin/python benchmarks/inference_speed.py [--quick] [--threads 2]
         [--configs small,original] [--modes reference,fp32,bf16,int8] [--sentences 1000]
@@ -289,9 +294,13 @@ def worker_training(args: argparse.Namespace) -> dict[str, Any]:
 
     batch = LMBatch(direction(char_ids), direction(reversed_ids))
 
+    bf16 = args.mode == "bf16"
+
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        model(batch, None).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(batch, None).loss
+        loss.backward()
 
     seconds = _median_seconds(step, args.repeats)
     per_position = encoder_flops(config) + lstm_direction_flops(config)
@@ -303,6 +312,50 @@ def worker_training(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_step": seconds,
         "train_gflops": 3 * forward_flops / seconds / 1e9,
     }
+
+
+def worker_cuda(args: argparse.Namespace) -> dict[str, Any]:
+    """The same embedding pass on a CUDA device: tokens/s, peak device memory, and the max
+    error against the reference mode on the same device (the fast paths fall back to plain
+    products there; bf16 uses the GPU's bf16 kernels)."""
+    from elmokit import batch_to_ids
+    from elmokit.initialization import random_bilm
+
+    device = torch.device("cuda")
+    sentences = load_sentences(args.sentences)
+    batches = [
+        batch_to_ids(sentences[i : i + args.batch_size]).to(device)
+        for i in range(0, len(sentences), args.batch_size)
+    ]
+    n_tokens = sum(len(s) for s in sentences)
+    model = random_bilm(args.config, seed=0).to(device).eval()
+
+    def run(mode: str) -> tuple[float, list[torch.Tensor]]:
+        model.optimize_for_inference(mode)
+        outputs = []
+        with torch.no_grad():
+            for batch in batches:  # warm-up: kernels, prepared weights
+                model(batch)
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            for batch in batches:
+                output = model(batch)
+                outputs.append(output.layers.transpose(1, 2)[output.mask])
+            torch.cuda.synchronize(device)
+        return n_tokens / (time.perf_counter() - start), outputs
+
+    rows = {}
+    _, exact = run("reference")
+    for mode in ("reference", "fp32", "bf16"):
+        torch.cuda.reset_peak_memory_stats(device)
+        rate, outputs = run(mode)
+        error = max(float((a - b).abs().max()) for a, b in zip(outputs, exact, strict=True))
+        rows[mode] = {
+            "tokens_per_s": rate,
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+            "max_abs_error": error,
+        }
+    return {"device": torch.cuda.get_device_name(device), "rows": rows}
 
 
 def worker_peaks(args: argparse.Namespace) -> dict[str, Any]:
@@ -391,14 +444,19 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     # internal: one measurement in this process
-    parser.add_argument("--worker", choices=["inference", "training", "peaks"])
+    parser.add_argument("--worker", choices=["inference", "training", "peaks", "cuda"])
     parser.add_argument("--config")
     parser.add_argument("--mode")
     parser.add_argument("--out")
     args = parser.parse_args()
 
     if args.worker:
-        work = {"inference": worker_inference, "training": worker_training, "peaks": worker_peaks}
+        work = {
+            "inference": worker_inference,
+            "training": worker_training,
+            "peaks": worker_peaks,
+            "cuda": worker_cuda,
+        }
         print(json.dumps(work[args.worker](args)))
         return
 
@@ -468,16 +526,34 @@ def main() -> None:
                         )
     for note in float64_notes:
         print(note)
+    if torch.cuda.is_available():  # the same pass on the GPU, where there is one
+        print("\n| config | device | mode | tokens/s | peak device MB | max abs err vs reference |")
+        print("|" + "---|" * 6)
+        for config in configs:
+            cuda = run_worker("cuda", args, config=config)
+            results.setdefault("cuda", {})[config] = cuda
+            for mode, row in cuda["rows"].items():
+                print(
+                    f"| {config} | {cuda['device']} | {mode} | {row['tokens_per_s']:,.0f} | "
+                    f"{row['peak_mb']:,.0f} | {row['max_abs_error']:.2e} |",
+                    flush=True,
+                )
+    else:
+        print("\nno CUDA device: GPU rows skipped")
     if not args.no_train:
-        train = run_worker("training", args)
-        results["training"] = train
-        fraction = train["train_gflops"] / peaks["mkl_fp32"]
-        print(
-            f"\ntraining (PTB recipe model, batch {train['batch']}, forward + backward): "
-            f"{train['tokens_per_s']:,.0f} tokens/s, {train['seconds_per_step']:.2f} s/step, "
-            f"{train['train_gflops']:.0f} GFLOP/s = {100 * fraction:.0f}% of the MKL peak "
-            "(3x forward FLOPs)"
-        )
+        print()
+        # fp32 autograd runs on MKL; under bf16 autocast the products go to oneDNN's bf16 kernels.
+        for precision, peak_name in (("fp32", "mkl_fp32"), ("bf16", "onednn_bf16")):
+            train = run_worker("training", args, mode=precision)
+            results[f"training_{precision}"] = train
+            fraction = train["train_gflops"] / peaks.get(peak_name, float("nan"))
+            print(
+                f"training {precision} (PTB recipe model, batch {train['batch']}, forward + "
+                f"backward): {train['tokens_per_s']:,.0f} tokens/s, "
+                f"{train['seconds_per_step']:.2f} s/step, {train['train_gflops']:.0f} GFLOP/s = "
+                f"{100 * fraction:.0f}% of the {peak_name} peak (3x forward FLOPs)",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -173,6 +173,51 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
         assert dict(a.attrs) == dict(b.attrs)
 
 
+def test_precision_is_applied_recorded_and_kept_on_resume(
+    tmp_path: Path,
+    model_args: list[str],
+    fixture_dir: Path,
+    ptb_lines: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(ptb_lines[:60]) + "\n", encoding="utf-8")
+    reference, fast = tmp_path / "reference.h5", tmp_path / "fp32.h5"
+    assert embed(str(source), str(reference), *model_args, "--all") == 0
+    assert embed(str(source), str(fast), *model_args, "--all", "--precision", "fp32") == 0
+    exact, approximate = datasets(reference), datasets(fast)
+    worst = max(float(np.abs(exact[str(i)] - approximate[str(i)]).max()) for i in range(60))
+    assert worst < 1e-5  # the fp32 fast path: the same numbers up to rounding
+    with h5py.File(reference, "r") as a, h5py.File(fast, "r") as b:
+        assert a.attrs["elmokit_precision"] == "reference"
+        assert b.attrs["elmokit_precision"] == "fp32"
+
+    # Interrupt an fp32 run after its first checkpoint, then resume it in another precision.
+    from elmokit.embedder import Embedder
+
+    embedder = Embedder(fixture_dir / "options.json", weights=fixture_dir / "lm_weights.hdf5")
+    embedder.model.optimize_for_inference("fp32")
+    partial_run = tmp_path / "partial.h5"
+
+    def stop(lines: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embedder.embed_file(
+            source,
+            partial_run,
+            checkpoint_every=20,
+            on_checkpoint=stop,
+            model_name=str(fixture_dir / "options.json"),  # as the command records it
+        )
+    assert (tmp_path / "partial.h5.partial").exists()
+    resumed = ["--all", "--resume", *model_args]
+    assert embed(str(source), str(partial_run), *resumed, "--precision", "bf16") == 2
+    assert "elmokit_precision='fp32'" in capsys.readouterr().err
+    assert embed(str(source), str(partial_run), *resumed, "--precision", "fp32") == 0
+    assert_same_file(fast, partial_run)
+
+
 def test_blank_lines_keep_their_index_or_are_refused(
     tmp_path: Path, model_args: list[str], ptb_lines: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -277,7 +322,8 @@ def test_two_processes_give_the_same_datasets_as_one(
         subprocess.Popen(
             command,
             env={**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "WORLD_SIZE": "2"},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for rank in range(2)
     ]
@@ -308,8 +354,18 @@ def test_torchrun_merges_on_rank_0(
     single, merged = tmp_path / "single.h5", tmp_path / "merged.h5"
     assert embed(str(source), str(single), *model_args, "--top") == 0
     command = [
-        str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "elmokit.cli", "embed",
-        str(source), str(merged), *model_args, "--top", "--quiet",
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "elmokit.cli",
+        "embed",
+        str(source),
+        str(merged),
+        *model_args,
+        "--top",
+        "--quiet",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -329,3 +385,17 @@ def test_cache_vocab_equals_the_reference_token_embeddings(
         assert ours["embedding"].shape == ref["embedding"].shape == (458, 16)
         assert np.abs(ours["embedding"][()] - ref["embedding"][()]).max() <= 2e-6
     assert main(["cache-vocab", str(vocab), str(out), *model_args]) == 2
+
+
+def test_the_command_line_does_not_load_torch_dynamo() -> None:
+    # torch._dynamo (pulled in by elmo.py's torch.compiler.disable) costs ~70 MB of RSS and
+    # seconds of start-up; only users of Elmo should pay for it.
+    code = (
+        "import sys, elmokit, elmokit.cli, elmokit.embedder, elmokit.commands.embed\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "from elmokit import Elmo\n"
+        "assert Elmo.__name__ == 'Elmo' and 'torch._dynamo' in sys.modules\n"
+        "try:\n    elmokit.NoSuchName\nexcept AttributeError:\n    print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -19,7 +19,7 @@ import torch
 from elmokit import batch_to_ids
 from elmokit.bilm import BiLM
 from elmokit.initialization import lstm_layers, random_bilm
-from elmokit.modules.fast_inference import InferenceMode
+from elmokit.modules.fast_inference import InferenceMode, PackedLinear, bucket_rows
 from elmokit.modules.token_encoder import Highway
 
 SENTENCES = [
@@ -140,6 +140,30 @@ def test_reduced_precision_modes_stay_close(
     assert cosines.mean() > 0.999, float(cosines.mean())
     assert not torch.equal(reduced, reference)  # the mode really is in effect
     assert reduced[5].abs().max() == 0
+
+
+def test_row_buckets_are_few_and_tight() -> None:
+    buckets = [bucket_rows(rows) for rows in range(1, 20_001)]
+    assert all(b >= r for r, b in zip(range(1, 20_001), buckets, strict=True))
+    assert buckets == sorted(buckets)
+    assert all(b <= max(64, 1.125 * r) for r, b in zip(range(1, 20_001), buckets, strict=True))
+    # 16..64 by 16, then 8 sizes per doubling up to 20k rows: 4 + 8 * 9 at most.
+    assert len(set(buckets)) <= 4 + 8 * 9
+
+
+@pytest.mark.parametrize("mode", ["fp32", "bf16", "int8"])
+def test_spare_bucket_rows_change_no_result(mode: InferenceMode) -> None:
+    torch.manual_seed(0)
+    linear = PackedLinear(torch.randn(96, 200), torch.randn(200), mode)
+    x = torch.randn(300, 96)
+    full = linear(x)  # 300 rows run as 320
+    for rows in (1, 17, 65, 73, 150, 299):
+        part = linear(x[:rows])  # run as bucket_rows(rows) rows, the spare ones zero
+        for spare in (0, 7, 200):
+            padded = torch.cat([x[:rows], torch.zeros(spare, 96)])
+            assert torch.equal(linear._call(padded)[:rows], part), (rows, spare)
+        if mode != "int8":  # int8 scales activations per tensor: rows depend on each other
+            assert torch.equal(part, full[:rows]), rows
 
 
 def test_int8_needs_float32_on_cpu() -> None:

@@ -34,6 +34,7 @@ from elmokit.bilm import BiLM
 from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, token_to_char_ids
 from elmokit.io.features import (
     MODEL_ATTR,
+    PRECISION_ATTR,
     SHARD_ATTR,
     FeatureOutput,
     FeatureSpec,
@@ -208,7 +209,10 @@ class Embedder:
         spec.check_layers(self.n_layers)
         final = check_embed_paths(input_path, output_path, rank, world_size, resume, overwrite)
         warn = on_warning or _warn_to_stderr
-        attrs: dict[str, str | int] = {MODEL_ATTR: model_name}
+        attrs: dict[str, str | int] = {
+            MODEL_ATTR: model_name,
+            PRECISION_ATTR: self.model.inference_mode,
+        }
         if world_size > 1:
             attrs[SHARD_ATTR] = f"{rank}/{world_size}"
         writer = FeatureWriter(final, spec, resume=resume, attrs=attrs)

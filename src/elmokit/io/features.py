@@ -52,6 +52,7 @@ COMPLETED_ATTR = "completed_lines"
 SPEC_ATTR = "elmokit_features"
 LINES_ATTR = "elmokit_lines"
 MODEL_ATTR = "elmokit_model"
+PRECISION_ATTR = "elmokit_precision"  # the biLM's inference mode; --resume must keep it
 SHARD_ATTR = "elmokit_shard"
 PARTIAL_SUFFIX = ".partial"
 TOKEN_EMBEDDING_DATASET = "embedding"
@@ -259,10 +260,11 @@ class FeatureWriter:
                 f"({stored.to_json()}); resume with the same options or start over"
             )
         for name, value in attrs.items():
-            if name in file.attrs and file.attrs[name] != value:
-                self._file.close()
+            stored_value = file.attrs.get(name, value)
+            if stored_value != value:
+                self._file.close()  # read the stored value first: a closed file has no attrs
                 raise ValueError(
-                    f"{self.partial} was started with {name}={file.attrs[name]!r}, "
+                    f"{self.partial} was started with {name}={stored_value!r}, "
                     f"not {value!r}; resume with the same options or start over"
                 )
         completed = int(file[PROGRESS_GROUP].attrs[COMPLETED_ATTR])
