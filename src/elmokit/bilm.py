@@ -131,7 +131,10 @@ class BiLM(nn.Module):
                     (MIN_GEMM_ROWS - n_unique, MAX_CHARS_PER_TOKEN), PADDING_CHAR
                 )
                 unique_rows = torch.cat([unique_rows, spare])
-            out[is_token] = self.token_encoder(unique_rows)[:n_unique][inverse]
+            encoded = self.token_encoder(unique_rows)[:n_unique]
+            # Under autocast the encoder yields bf16/fp16: keep that dtype downstream.
+            out = out.to(encoded.dtype)
+            out[is_token] = encoded[inverse]
         return out.view(*char_ids.shape[:-1], projection_dim)
 
     def forward(self, char_ids: torch.Tensor, keep_sentence_boundaries: bool = False) -> BiLMOutput:

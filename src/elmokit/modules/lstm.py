@@ -108,7 +108,9 @@ class BiLSTMStack(nn.Module):
         """
         _, real_batch, steps, _ = inputs.shape
         if state is None:
-            state = self.zero_state(real_batch, inputs.device, inputs.dtype)
+            # The parameters' dtype, not the inputs': under autocast inputs are bf16.
+            first_layer = cast(ProjectedLSTMLayer, self.layers[0])
+            state = self.zero_state(real_batch, inputs.device, first_layer.W_0.dtype)
         lengths = lengths.to("cpu")
         if real_batch < MIN_GEMM_ROWS:
             inputs, lengths, state = _pad_batch(inputs, lengths, state, MIN_GEMM_ROWS)
@@ -162,6 +164,7 @@ class BiLSTMStack(nn.Module):
         w_input = layer.W_0[:, :input_dim]  # [2, in, 4H]
         w_hidden = layer.W_0[:, input_dim:]  # [2, P, 4H]
         cell_clip, proj_clip = self.config.cell_clip, self.config.proj_clip
+        state_dtype = layer.W_0.dtype
         # One large product for the input half of every step (the expensive part for long T).
         input_gates = torch.baddbmm(
             layer.gate_bias(), layer_input.reshape(2, batch * steps, input_dim), w_input
@@ -182,12 +185,15 @@ class BiLSTMStack(nn.Module):
             # Rows past n_active (if any) only keep the products at MIN_GEMM_ROWS rows.
             rows = max(n_active, MIN_GEMM_ROWS)
             h, c = h[:, :rows], c[:, :rows]
-            gates = torch.baddbmm(input_gates[:, :rows, t], h, w_hidden)
+            # .to(): under bf16 autocast the products are bf16 but the cell state and gate
+            # math stay in the parameters' dtype (bf16 cell state over hundreds of carried
+            # steps loses too much); a no-op without autocast.
+            gates = torch.baddbmm(input_gates[:, :rows, t], h, w_hidden).to(state_dtype)
             in_gate, new_input, forget_gate, out_gate = gates.chunk(4, dim=2)
             c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(new_input)
             if cell_clip is not None:
                 c = c.clamp(-cell_clip, cell_clip)
-            h = torch.bmm(torch.sigmoid(out_gate) * torch.tanh(c), layer.W_P)
+            h = torch.bmm(torch.sigmoid(out_gate) * torch.tanh(c), layer.W_P).to(state_dtype)
             if proj_clip is not None:
                 h = h.clamp(-proj_clip, proj_clip)
             step_outputs.append(h[:, :n_active])

@@ -29,7 +29,8 @@ class SoftmaxHead(nn.Module):
     def full_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-token negative log-likelihood, hidden [N, P], targets [N] -> [N]."""
         logits = torch.addmm(self.bias, hidden, self.weight.t())
-        return nn.functional.cross_entropy(logits, targets, reduction="none")
+        # float(): under bf16 autocast the log-sum-exp over the vocabulary stays fp32.
+        return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
 
     def sampled_nll(
         self,
@@ -45,7 +46,7 @@ class SoftmaxHead(nn.Module):
         log_range = math.log(vocab_size + 1)
 
         def log_expected_count(ids: torch.Tensor) -> torch.Tensor:
-            ids_f = ids.to(hidden.dtype)
+            ids_f = ids.to(torch.float32)
             probability = (torch.log(ids_f + 2) - torch.log(ids_f + 1)) / log_range
             # Sampling with replacement: expected count of id among n_negative draws.
             return torch.log(-torch.expm1(n_negative * torch.log1p(-probability)))
