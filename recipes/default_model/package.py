@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/default_model"))
     parser.add_argument("--corpus", type=Path, default=Path("runs/default_corpus"))
     parser.add_argument("--name", default="elmokit-small-en")
+    parser.add_argument("--threads", type=int, default=2, help="threads the run used (card)")
+    parser.add_argument("--note", default="", help="a paragraph for the card's Training section")
     args = parser.parse_args()
 
     model_dir = args.run / "model"
@@ -96,6 +98,15 @@ def write_card(
         for r in valid_rows
     )
     model = config["model"]
+    optim = config["optim"]
+    if config["log"].get("eval_max_tokens"):
+        curve_note = (
+            f"Validation curve. Periodic evaluations used only the first "
+            f"{config['log']['eval_max_tokens']:,} held-out tokens, which come from the first "
+            "sources in file order: not comparable with the full-split numbers above."
+        )
+    else:
+        curve_note = "Validation curve (full validation split at every evaluation)."
     vocab_size = len((args.run / "vocab.txt").read_text(encoding="utf-8").splitlines())
     train_tokens = json.loads((args.run / "corpus_stats.json").read_text())["tokens"]
     card = f"""# {args.name}: the bundled default English biLM
@@ -126,18 +137,18 @@ Brown, SST, CoNLL, SICK) were not used.
 
 ## Training
 - Recipe: `recipes/default_model/train.toml` (`elmokit train --config ...`, one command after
-  `prepare_corpus.py`); Adam lr {config["optim"]["lr"]}, dropout {config["optim"]["dropout"]}, batch
-  {config["data"]["batch_size"]} x unroll {config["data"]["unroll_steps"]}, full softmax, state carried between batches.
+  `prepare_corpus.py`); {optim["optimizer"].capitalize()} lr {optim["lr"]}, dropout {optim["dropout"]}, batch
+  {config["data"]["batch_size"]} x unroll {config["data"]["unroll_steps"]}, full softmax, state carried between batches
+  (each row's state zeroed with probability {optim.get("state_reset_prob", 0.0)} per batch), {optim.get("precision", "fp32")} matrix products.
 - Steps {int(summary["step"]):,}; training tokens seen {int(summary["tokens"]):,}; wall time
-  {summary["minutes"]:.0f} minutes on one CPU thread of a 2-core machine shared with other jobs
+  {summary["minutes"]:.0f} minutes with {args.threads} CPU thread(s) on the 2-core development machine
   ({summary["tokens"] / (summary["minutes"] * 60):.0f} tokens/s); that is {summary["tokens"] / train_tokens:.2f} passes over the training text.
 - Held-out perplexity (full validation split): forward {summary["valid_ppl_forward"]:.1f},
   backward {summary["valid_ppl_backward"]:.1f}, mean {summary["valid_ppl_mean"]:.1f}.
 
-Validation curve. Periodic evaluations used only the first 30,000 held-out tokens, which come
-from the first sources in file order (Austen, the Bible): easier text than the whole split,
-which also holds Milton, Shakespeare, Whitman and WikiText, so they are not comparable with
-the full-split numbers above.
+{args.note}
+
+{curve_note}
 
 | step | tokens | forward | backward | mean |
 | ---: | ---: | ---: | ---: | ---: |
