@@ -15,7 +15,6 @@ from torch import nn
 from elmokit.tasks.common import (
     BiLSTMEncoder,
     Budget,
-    LabelVocab,
     RunResult,
     TaskHead,
     accuracy,
@@ -42,19 +41,9 @@ class SentenceClassifier(TaskHead):
         dropout: float = 0.3,
         pooling: str = "max",
     ) -> None:
-        super().__init__(n_layers, mix, dropout)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.config = {
-            "n_layers": n_layers,
-            "mix": mix,
-            "input_dim": input_dim,
-            "labels": list(labels),
-            "hidden": hidden,
-            "dropout": dropout,
-            "pooling": pooling,
-        }
-        self.vocab = LabelVocab(labels)
+        super().__init__(n_layers, mix, input_dim, dropout, labels, hidden=hidden, pooling=pooling)
         self.pooling = pooling
         self.encoder = BiLSTMEncoder(input_dim, hidden)
         self.attention = nn.Linear(self.encoder.output_dim, 1)

@@ -185,11 +185,29 @@ class TaskHead(nn.Module):
     """Base of every trainable head: the representation (mixer) and dropout on its output.
     `config` holds the constructor arguments so that a saved head can be rebuilt."""
 
-    def __init__(self, n_layers: int, mix: bool, dropout: float) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        mix: bool,
+        input_dim: int,
+        dropout: float,
+        labels: Sequence[str] | None = None,
+        **settings: object,
+    ) -> None:
         super().__init__()
         self.mixer = LayerMixer(n_layers, mix)
         self.input_dropout = nn.Dropout(dropout)
-        self.config: dict[str, object] = {}
+        # Exactly the subclass's constructor arguments: `type(head)(**head.config)` rebuilds it.
+        self.config: dict[str, object] = {
+            "n_layers": n_layers,
+            "mix": mix,
+            "input_dim": input_dim,
+            "dropout": dropout,
+        }
+        if labels is not None:
+            self.config["labels"] = list(labels)
+            self.vocab = LabelVocab(labels)
+        self.config.update(settings)
 
     def represent(self, layers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, n, T, D] cached layers -> [B, T, D] input of the head."""

@@ -20,7 +20,6 @@ from torch import nn
 from elmokit.tasks.common import (
     BiLSTMEncoder,
     Budget,
-    LabelVocab,
     RunResult,
     TaskHead,
     accuracy,
@@ -43,16 +42,7 @@ class PairClassifier(TaskHead):
         hidden: int = 128,
         dropout: float = 0.3,
     ) -> None:
-        super().__init__(n_layers, mix, dropout)
-        self.config = {
-            "n_layers": n_layers,
-            "mix": mix,
-            "input_dim": input_dim,
-            "labels": list(labels),
-            "hidden": hidden,
-            "dropout": dropout,
-        }
-        self.vocab = LabelVocab(labels)
+        super().__init__(n_layers, mix, input_dim, dropout, labels, hidden=hidden)
         self.encoder = BiLSTMEncoder(input_dim, hidden)
         width = self.encoder.output_dim
         self.enhance = nn.Sequential(nn.Linear(4 * width, hidden), nn.ReLU())

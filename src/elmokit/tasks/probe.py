@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from elmokit.tasks.common import Budget, LabelVocab, RunResult, TaskHead, fit, seed_everything
+from elmokit.tasks.common import Budget, RunResult, TaskHead, fit, seed_everything
 
 PROBE_BUDGET = Budget(epochs=10, batch_size=256, lr=3e-3, patience=2, dropout=0.0)
 
@@ -20,15 +20,10 @@ PROBE_BUDGET = Budget(epochs=10, batch_size=256, lr=3e-3, patience=2, dropout=0.
 class LinearProbe(TaskHead):
     """representation of one token -> linear -> tag."""
 
-    def __init__(self, n_layers: int, mix: bool, input_dim: int, labels: Sequence[str]) -> None:
-        super().__init__(n_layers, mix, dropout=0.0)
-        self.config = {
-            "n_layers": n_layers,
-            "mix": mix,
-            "input_dim": input_dim,
-            "labels": list(labels),
-        }
-        self.vocab = LabelVocab(labels)
+    def __init__(
+        self, n_layers: int, mix: bool, input_dim: int, labels: Sequence[str], dropout: float = 0.0
+    ) -> None:
+        super().__init__(n_layers, mix, input_dim, dropout, labels)
         self.linear = nn.Linear(input_dim, len(self.vocab))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

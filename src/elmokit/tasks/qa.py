@@ -41,14 +41,7 @@ class SpanQA(TaskHead):
     def __init__(
         self, n_layers: int, mix: bool, input_dim: int, hidden: int = 64, dropout: float = 0.3
     ) -> None:
-        super().__init__(n_layers, mix, dropout)
-        self.config = {
-            "n_layers": n_layers,
-            "mix": mix,
-            "input_dim": input_dim,
-            "hidden": hidden,
-            "dropout": dropout,
-        }
+        super().__init__(n_layers, mix, input_dim, dropout, hidden=hidden)
         self.encoder = BiLSTMEncoder(input_dim, hidden)
         width = self.encoder.output_dim  # 2H
         self.sim_c = nn.Linear(width, 1)

@@ -17,7 +17,6 @@ from torch import nn
 from elmokit.tasks.common import (
     BiLSTMEncoder,
     Budget,
-    LabelVocab,
     RunResult,
     TaskHead,
     fit,
@@ -123,16 +122,7 @@ class SequenceTagger(TaskHead):
         hidden: int = 128,
         dropout: float = 0.3,
     ) -> None:
-        super().__init__(n_layers, mix, dropout)
-        self.config = {
-            "n_layers": n_layers,
-            "mix": mix,
-            "input_dim": input_dim,
-            "labels": list(labels),
-            "hidden": hidden,
-            "dropout": dropout,
-        }
-        self.vocab = LabelVocab(labels)
+        super().__init__(n_layers, mix, input_dim, dropout, labels, hidden=hidden)
         self.encoder = BiLSTMEncoder(input_dim, hidden)
         self.output_dropout = nn.Dropout(dropout)
         self.project = nn.Linear(self.encoder.output_dim, len(self.vocab))
