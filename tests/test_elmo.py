@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +36,7 @@ def char_ids(sentences: list[list[str]]) -> torch.Tensor:
     return batch_to_ids(sentences)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The model is tiny: a second OpenMP thread gains nothing and, on a machine shared with
-    # busy processes, spin-waiting makes every test many times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load_bilm(fixture_dir: Path) -> BiLM:

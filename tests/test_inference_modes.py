@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterator
 from typing import cast
 
 import pytest
@@ -34,14 +33,7 @@ SENTENCES = [
 FP32_TOLERANCE = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # As in test_elmo.py: on a machine shared with busy processes a second OpenMP thread
-    # spin-waits and makes these tests many times slower (5 s -> 40 s measured).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

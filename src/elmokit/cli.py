@@ -21,6 +21,14 @@ COMMAND_MODULES = (
 )
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 class CommandError(Exception):
     """An error meant for the user: printed as one line, exit code 2, no traceback."""
 

@@ -16,16 +16,10 @@ from typing import Any
 import numpy as np
 
 from elmokit.chars import token_to_char_ids
+from elmokit.cli import positive_int
 from elmokit.commands.embed import UsageError, add_model_arguments, model_argument
 from elmokit.io.features import write_token_embeddings
 from elmokit.loading import load
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -37,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("output", help="HDF5 file to write")
     add_model_arguments(parser)
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=1024, help="tokens per char-CNN call"
+        "--batch-size", type=positive_int, default=1024, help="tokens per char-CNN call"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.set_defaults(func=run)

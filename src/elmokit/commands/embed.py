@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from elmokit.cli import CommandError
+from elmokit.cli import CommandError, positive_int
 from elmokit.embedder import DEFAULT_CHECKPOINT_EVERY, Embedder, check_embed_paths, make_spec
 from elmokit.io.features import find_shards, merge_shards, parse_layers, parse_mix, partial_path
 from elmokit.loading import bundled_models
@@ -38,13 +38,6 @@ class UsageError(CommandError, ValueError):
     main() still prints a ValueError as a one-line error."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -53,7 +46,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--weights", help="weight file (.hdf5), when --model is an options.json")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch")
 
 
 def model_argument(args: argparse.Namespace) -> str:
@@ -112,17 +105,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="w0,w1,...[,gamma]: store gamma * sum softmax(w)_j * layer_j (T, D), "
         "a fixed ScalarMix",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="padded tokens per biLM call, the memory knob (default 4096); longer sentences "
         "are run in exact time chunks",
     )
     parser.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="split lines longer than N tokens into independent pieces (each with its own "
         "<S> </S>), joined in the output; default: every line whole",
@@ -151,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--checkpoint-every",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CHECKPOINT_EVERY,
         help="lines between checkpoints (flush + recorded progress)",
     )

@@ -7,15 +7,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from elmokit.cli import positive_int
 from elmokit.training.data import iter_sentences
 from elmokit.vocab import build_vocabulary
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -31,11 +25,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("corpus", nargs="+", help="text files or glob patterns ('data/*.txt')")
     parser.add_argument("--output", "-o", required=True, help="vocabulary file to write")
     parser.add_argument(
-        "--min-count", type=_positive_int, default=1, help="drop tokens seen fewer times"
+        "--min-count", type=positive_int, default=1, help="drop tokens seen fewer times"
     )
     parser.add_argument(
         "--max-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="keep at most this many entries, counting <S>, </S> and <UNK>",
     )
