@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from elmokit.modules.lstm import LSTMState
-from elmokit.training.config import TrainConfig
+from elmokit.training.config import TrainConfig, scheduled_lr
 from elmokit.training.language_model import SoftmaxHead, log_uniform_sample
 from elmokit.training.trainer import Trainer
 
@@ -267,3 +269,64 @@ def test_torchrun_two_processes(tmp_path: Path, data_dir: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "step_00000018" / "rank1.json").exists()
+
+
+def test_scheduled_lr_warms_up_then_decays_to_min_lr_at_the_planned_end() -> None:
+    def curve(schedule: str) -> list[float]:
+        return [scheduled_lr(1.0, 0.01, step, 110, schedule, 10) for step in range(130)]
+
+    cosine, linear, constant = curve("cosine"), curve("linear"), curve("constant")
+    assert cosine[0] == pytest.approx(0.1) and cosine[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(cosine[:9], cosine[1:10], strict=True))  # warm-up rises
+    assert all(a >= b for a, b in zip(cosine[9:-1], cosine[10:], strict=True))  # then falls
+    assert cosine[60] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way down
+    assert linear[60] == pytest.approx(0.01 + 0.99 * 0.5)
+    assert linear[35] == pytest.approx(0.01 + 0.99 * 0.75)
+    assert cosine[110] == pytest.approx(0.01) and cosine[129] == pytest.approx(0.01)
+    assert constant[9:] == [1.0] * 121
+
+
+def test_trainer_follows_the_lr_schedule_and_resumes_on_it(
+    tmp_path: Path, data_dir: Path, one_thread: None
+) -> None:
+    config_path = write_config(tmp_path, data_dir, max_steps=12, checkpoint_every=5)
+    text = config_path.read_text().replace(
+        "[optim]\n", '[optim]\nlr_schedule = "linear"\nwarmup_steps = 2\n'
+    )
+    config_path.write_text(text)
+    config = TrainConfig.from_toml(config_path)
+    trainer = Trainer(config)
+    assert trainer.planned_steps == 12
+    seen = record_step_lrs(trainer)
+    trainer.train()
+    base, floor = config.optim.lr, config.optim.min_lr
+    expected = [scheduled_lr(base, floor, step, 12, "linear", 2) for step in range(12)]
+    assert seen == pytest.approx(expected)
+    assert seen[1] == pytest.approx(base) and seen[-1] < 0.2 * base
+
+    # A run resumed from the step-10 checkpoint continues on the same curve.
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    for late in sorted(ckpt_dir.iterdir())[2:]:  # keep steps 5 and 10
+        shutil.rmtree(late)
+    resumed = Trainer(config, resume=True)
+    assert resumed.state.step == 10
+    resumed_seen = record_step_lrs(resumed)
+    resumed.train()
+    assert resumed_seen == pytest.approx(expected[10:])
+
+    config_path.write_text(text.replace('"linear"', '"step"'))
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig.from_toml(config_path)
+
+
+def record_step_lrs(trainer: Trainer) -> list[float]:
+    """The learning rate in force at each optimizer step of `trainer`."""
+    seen: list[float] = []
+    original_step = trainer.optimizer.step
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return original_step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step  # type: ignore[method-assign]
+    return seen

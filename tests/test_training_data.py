@@ -349,6 +349,81 @@ def test_resume_gives_exactly_the_same_batches(
             assert next(resumed, None) is None
 
 
+def test_contiguous_rows_read_balanced_slices_forward_and_back_to_front(
+    small_corpus: Callable[[], Iterator[list[str]]], vocab: Vocabulary
+) -> None:
+    sentences = list(small_corpus())
+    batcher = StreamBatcher(small_corpus, vocab, 4, 9, row_layout="contiguous")
+    batches = list(batcher)
+    slices: list[list[list[str]]] = []
+    start = 0
+    for row in range(4):
+        found = _split_sentences(_row_ids(batches, "forward", row), vocab)
+        # Row r holds the next stretch of the corpus, in order, sentence after sentence.
+        stretch = sentences[start : start + len(found)]
+        assert found == [tuple(vocab.encode(_wrap(s))) for s in stretch], row
+        slices.append(stretch)
+        start += len(found)
+        # The backward row reads the same stretch from its last sentence to its first.
+        backward = _split_sentences(_row_ids(batches, "backward", row), vocab)
+        assert backward == [tuple(vocab.encode(_wrap(s[::-1]))) for s in stretch[::-1]], row
+    assert start == len(sentences)
+    # Token-balanced: no slice is off the even share by more than one sentence.
+    share = sum(len(s) + 1 for s in sentences) / 4
+    longest = max(len(s) + 1 for s in sentences)
+    assert all(abs(sum(len(s) + 1 for s in part) - share) <= longest for part in slices)
+    assert batcher.tokens_seen == sum(len(s) + 1 for s in sentences)
+
+    # Training (epochs=None): a row that ends its slice goes on with its slice again.
+    endless = StreamBatcher(small_corpus, vocab, 4, 9, row_layout="contiguous", epochs=None)
+    again = list(islice(endless, len(batches) * 3))
+    first_row = _row_ids(again, "forward", 0)
+    pairs = [(vocab.token_to_id(a), vocab.token_to_id(b)) for a, b in _expected_pairs(slices[0])]
+    assert first_row[: 2 * len(pairs)] == pairs * 2
+    assert all(bool(b.forward.mask.all()) for b in again) and endless.epoch >= 2
+
+
+@pytest.mark.parametrize("epochs", [1, None])
+def test_contiguous_resume_gives_exactly_the_same_batches(
+    small_corpus: Callable[[], Iterator[list[str]]], vocab: Vocabulary, epochs: int | None
+) -> None:
+    def make() -> StreamBatcher:
+        return StreamBatcher(small_corpus, vocab, 3, 10, row_layout="contiguous", epochs=epochs)
+
+    reference = make()
+    batches = list(islice(reference, 70))
+    for stop in (0, 9, 33):
+        partial = make()
+        list(islice(partial, stop + 1))
+        state = json.loads(json.dumps(partial.state_dict()))
+        resumed = make()
+        resumed.load_state_dict(state)
+        _assert_same(list(islice(resumed, 70 - stop - 1)), batches[stop + 1 :])
+    packed = StreamBatcher(small_corpus, vocab, 3, 10)
+    with pytest.raises(ValueError, match="row_layout: saved 'contiguous', now 'packed'"):
+        packed.load_state_dict(state)
+
+
+def test_contiguous_layout_errors(
+    small_corpus: Callable[[], Iterator[list[str]]], vocab: Vocabulary
+) -> None:
+    with pytest.raises(ValueError, match="set shuffle_buffer = 0"):
+        StreamBatcher(small_corpus, vocab, 4, 9, shuffle_buffer=8, row_layout="contiguous")
+    with pytest.raises(ValueError, match="row_layout must be one of"):
+        StreamBatcher(small_corpus, vocab, 4, 9, row_layout="shuffled")  # type: ignore[arg-type]
+
+    def three() -> Iterator[list[str]]:
+        return islice(small_corpus(), 3)
+
+    too_few = StreamBatcher(three, vocab, 4, 9, row_layout="contiguous", epochs=None)
+    with pytest.raises(ValueError, match="needs at least batch_size = 4 sentences"):
+        next(too_few)
+    # Held-out text (one epoch) may be shorter: the spare rows are padding.
+    held_out = list(StreamBatcher(three, vocab, 4, 9, row_layout="contiguous"))
+    assert not bool(torch.stack([b.forward.mask[3] for b in held_out]).any())
+    assert sum(b.forward.num_tokens for b in held_out) == sum(len(s) + 1 for s in three())
+
+
 def test_resume_errors(small_corpus: Callable[[], Iterator[list[str]]], vocab: Vocabulary) -> None:
     batcher = StreamBatcher(small_corpus, vocab, 4, 10, seed=1)
     next(batcher)

@@ -19,6 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tokenize", choices=("whitespace", "moses"), default="whitespace")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--unroll-steps", type=int, default=20)
+    parser.add_argument(
+        "--row-layout",
+        choices=("packed", "contiguous"),
+        default="packed",
+        help="how batch rows read the text: 'packed' (bilm-tf, each row takes the next "
+        "sentence) or 'contiguous' (row r reads the r-th slice: the PTB protocol, cross-"
+        "sentence context; use what the model was trained with)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(func=run)
 
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         unroll_steps=args.unroll_steps,
         device=args.device,
         progress=True,
+        row_layout=args.row_layout,
     )
     print(json.dumps({**result.as_dict("test"), "tokens": result.tokens}, indent=2))
     return 0

@@ -25,13 +25,14 @@ Relative paths are relative to the config file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from elmokit.config import BiLMConfig
-from elmokit.training.data import Tokenize
+from elmokit.training.data import ROW_LAYOUTS, RowLayout, Tokenize
 
 
 @dataclass
@@ -48,6 +49,30 @@ class DataConfig:
     unroll_steps: int = 20
     shuffle_buffer: int = 0
     max_tokens_per_sentence: int | None = 400
+    # "packed" (bilm-tf: rows take the next sentence from one shared stream) or "contiguous"
+    # (row r reads the r-th contiguous slice, the PTB protocol; held-out text is read the
+    # same way). See training/data.py.
+    row_layout: RowLayout = "packed"
+
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def scheduled_lr(
+    base_lr: float, min_lr: float, step: int, total_steps: int | None, schedule: str, warmup: int
+) -> float:
+    """The learning rate for optimizer step `step` (0-based) of `total_steps`."""
+    factor = 1.0
+    if warmup > 0 and step < warmup:
+        factor = (step + 1) / warmup
+    if schedule == "constant" or not total_steps:
+        return base_lr * factor
+    # Decay measured from the end of warm-up so the peak is base_lr.
+    progress = min(max(step - warmup, 0) / max(total_steps - warmup, 1), 1.0)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    decay = cosine if schedule == "cosine" else 1.0 - progress
+    floor = min(min_lr, base_lr)
+    return floor + (base_lr * factor - floor) * decay
 
 
 @dataclass
@@ -65,6 +90,13 @@ class OptimConfig:
     # Multiply lr by this when held-out perplexity does not improve (1.0: never).
     lr_decay_on_plateau: float = 1.0
     min_lr: float = 0.0
+    # lr over the planned steps (max_steps, or max_epochs over the counted training tokens):
+    # "constant" (bilm-tf), or "cosine" / "linear" from lr down to min_lr at the last planned
+    # step; `warmup_steps` ramps linearly from 0 first. A function of the step, so a resumed
+    # run follows the same curve. For a fixed compute budget a decay to the end of the budget
+    # beats a constant rate (see docs/training.md, PTB).
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
     # "bf16": matrix products under bf16 autocast (weights, optimizer, cell state and loss stay
     # fp32); 1.7x the tokens/s on this AVX512-BF16 CPU. Evaluation is always fp32.
     precision: str = "fp32"
@@ -153,6 +185,29 @@ class TrainConfig:
         if not 0.0 <= self.optim.state_reset_prob <= 1.0:
             raise ValueError(
                 f"[optim] state_reset_prob must be in [0, 1], got {self.optim.state_reset_prob}"
+            )
+        if self.optim.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"[optim] lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                f"got {self.optim.lr_schedule!r}"
+            )
+        if self.optim.warmup_steps < 0:
+            raise ValueError(f"[optim] warmup_steps must be >= 0, got {self.optim.warmup_steps}")
+        if self.optim.lr_schedule != "constant" and not (
+            self.optim.max_steps or self.optim.max_epochs
+        ):
+            raise ValueError(
+                f"[optim] lr_schedule = {self.optim.lr_schedule!r} decays over the planned "
+                "steps: set max_steps or max_epochs (max_minutes alone has no step count)"
+            )
+        if self.data.row_layout not in ROW_LAYOUTS:
+            raise ValueError(
+                f"[data] row_layout must be one of {', '.join(ROW_LAYOUTS)}, "
+                f"got {self.data.row_layout!r}"
+            )
+        if self.data.row_layout == "contiguous" and self.data.shuffle_buffer > 0:
+            raise ValueError(
+                "[data] row_layout = 'contiguous' reads the corpus in order: set shuffle_buffer = 0"
             )
         if self.data.tokenize not in ("whitespace", "moses"):
             raise ValueError(

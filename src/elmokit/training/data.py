@@ -7,6 +7,12 @@ endless stream of `<S> w1 ... wn </S>` sentences packed back to back, cut into w
 BPTT). Within a sentence the target of each input is the next token; as in bilm-tf, the
 `</S>` -> `<S>` step between two packed sentences is not a training pair (predicting `<S>`
 would be a free, meaningless target), so a sentence of n words gives n + 1 pairs.
+
+`row_layout = "contiguous"` is the other classic layout, the standard protocol for
+document-ordered corpora such as Penn Treebank (Mikolov; Zaremba et al.; Kim et al.): row r
+reads the r-th of B contiguous, token-balanced slices of the corpus in order, so the state it
+carries comes from the text just before; the backward row reads its slice back to front. It
+holds one epoch's sentences in memory (fine for PTB-size corpora; large corpora use "packed").
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from elmokit.chars import (
 from elmokit.vocab import Vocabulary
 
 Tokenize = Literal["whitespace", "moses"]
+RowLayout = Literal["packed", "contiguous"]
+ROW_LAYOUTS = ("packed", "contiguous")
 SentenceFactory = Callable[[], Iterable[list[str]]]
 
 _STATE_VERSION = 1
@@ -194,7 +202,20 @@ def _buffer_shuffle(
         yield buffer[slot]
 
 
-class _SentenceSource:
+class _Position:
+    """Where a sentence source is: (epoch, sentences consumed in that epoch), which with the
+    data and seed is all it needs to continue exactly."""
+
+    def __init__(self, epochs: int | None) -> None:
+        self.epochs = epochs
+        self.epoch = 0
+        self.consumed = 0
+
+    def seek(self, epoch: int, consumed: int) -> None:
+        self.epoch, self.consumed = epoch, consumed
+
+
+class _SentenceSource(_Position):
     """One direction's sentence supply: epochs of (optionally shuffled) factory output.
 
     Its position is just (epoch, sentences consumed in that epoch): the shuffle rng of an epoch
@@ -210,17 +231,15 @@ class _SentenceSource:
         shuffle_buffer: int,
         epochs: int | None,
     ) -> None:
+        super().__init__(epochs)
         self.factory = factory
         self.direction = direction
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
-        self.epochs = epochs
-        self.epoch = 0
-        self.consumed = 0
         self._iterator: Iterator[list[str]] | None = None
 
     def seek(self, epoch: int, consumed: int) -> None:
-        self.epoch, self.consumed = epoch, consumed
+        super().seek(epoch, consumed)
         self._iterator = None  # reopened (and fast-forwarded) lazily on the next read
 
     def _open_epoch(self) -> Iterator[list[str]]:
@@ -258,6 +277,62 @@ class _SentenceSource:
         return None
 
 
+class _SliceSource(_Position):
+    """One row's sentence supply in the contiguous layout: its slice of the corpus, epoch
+    after epoch (read back to front for the backward direction)."""
+
+    def __init__(self, corpus: _CorpusSlices, row: int, direction: int, epochs: int | None):
+        super().__init__(epochs)
+        self.corpus = corpus
+        self.row = row
+        self.direction = direction
+
+    def next_sentence(self) -> list[str] | None:
+        while self.epochs is None or self.epoch < self.epochs:
+            sentences = self.corpus.slice(self.row)
+            if self.consumed < len(sentences):
+                index = self.consumed if self.direction == 0 else len(sentences) - 1 - self.consumed
+                self.consumed += 1
+                return sentences[index]
+            self.epoch += 1
+            self.consumed = 0
+        return None
+
+
+class _CorpusSlices:
+    """The corpus read once into memory and cut into `rows` contiguous slices of about equal
+    token counts (cut at sentence boundaries)."""
+
+    def __init__(self, factory: SentenceFactory, rows: int, endless: bool) -> None:
+        self.factory = factory
+        self.rows = rows
+        self.endless = endless
+        self._slices: list[list[list[str]]] | None = None
+
+    def slice(self, row: int) -> list[list[str]]:
+        if self._slices is None:
+            self._slices = self._cut(list(self.factory()))
+        return self._slices[row]
+
+    def _cut(self, sentences: list[list[str]]) -> list[list[list[str]]]:
+        if len(sentences) < self.rows:
+            if self.endless:  # a row without text could never fill a training batch
+                raise ValueError(
+                    f"row_layout 'contiguous' needs at least batch_size = {self.rows} "
+                    f"sentences to train on, the corpus has {len(sentences)}"
+                )
+            # A small held-out file: one sentence per row, the other rows stay padding.
+            return [sentences[row : row + 1] for row in range(self.rows)]
+        # Slots a sentence fills: its words plus </S> (see the module docstring).
+        ends = np.cumsum([len(sentence) + 1 for sentence in sentences])
+        targets = ends[-1] * np.arange(1, self.rows) / self.rows
+        cuts = [0, *np.searchsorted(ends, targets, side="left").tolist(), len(sentences)]
+        # Every row gets at least one sentence even on very uneven corpora.
+        for row in range(1, self.rows):
+            cuts[row] = min(max(cuts[row], cuts[row - 1] + 1), len(sentences) - (self.rows - row))
+        return [sentences[cuts[row] : cuts[row + 1]] for row in range(self.rows)]
+
+
 class StreamBatcher:
     """bilm-tf style training batches: an iterator of `LMBatch`.
 
@@ -280,6 +355,10 @@ class StreamBatcher:
     `tokens_seen` counts the real forward targets yielded so far (the backward direction trains
     on the same tokens in another order, so counting both would double the corpus size).
 
+    `row_layout = "contiguous"` gives each row its own contiguous slice of the corpus instead
+    (see the module docstring; `shuffle_buffer` must be 0); a row that ends its slice starts
+    its slice of the next epoch.
+
     `state_dict()` taken after any batch and `load_state_dict()` on a new batcher built with the
     same data and arguments resume with exactly the batches that would have come next.
     """
@@ -294,6 +373,7 @@ class StreamBatcher:
         shuffle_buffer: int = 0,
         max_tokens_per_sentence: int | None = None,
         epochs: int | None = 1,
+        row_layout: RowLayout = "packed",
     ) -> None:
         if not callable(sentences):
             raise TypeError(
@@ -314,6 +394,12 @@ class StreamBatcher:
             )
         if epochs is not None and epochs < 1:
             raise ValueError(f"epochs must be >= 1 or None, got {epochs}")
+        if row_layout not in ROW_LAYOUTS:
+            raise ValueError(f"row_layout must be one of {ROW_LAYOUTS}, got {row_layout!r}")
+        if row_layout == "contiguous" and shuffle_buffer > 0:
+            raise ValueError(
+                "row_layout 'contiguous' reads the corpus in order: set shuffle_buffer = 0"
+            )
         self.vocab = vocab
         self.batch_size = batch_size
         self.unroll_steps = unroll_steps
@@ -323,18 +409,35 @@ class StreamBatcher:
         self.epochs = epochs
         self.tokens_seen = 0
         self.batches_yielded = 0
+        self.row_layout = row_layout
         self._sources = [
             _SentenceSource(sentences, direction, seed, shuffle_buffer, epochs)
             for direction in (0, 1)
         ]
+        # Contiguous layout: one source per direction and row, over one shared in-memory copy.
+        self._row_sources: list[list[_SliceSource]] = []
+        if row_layout == "contiguous":
+            corpus = _CorpusSlices(sentences, batch_size, endless=epochs is None)
+            self._row_sources = [
+                [_SliceSource(corpus, row, direction, epochs) for row in range(batch_size)]
+                for direction in (0, 1)
+            ]
         # Per direction and row: the not yet used tail of the row's current wrapped sentence
         # (a tail of one token is just the final </S>, which is never an input).
         self._rows: list[list[list[str]]] = [[[] for _ in range(batch_size)] for _ in (0, 1)]
 
     @property
     def epoch(self) -> int:
-        """The forward stream's current epoch (0-based; equals `epochs` once it is dry)."""
+        """The forward stream's current epoch (0-based; equals `epochs` once it is dry); in the
+        contiguous layout the epoch of the row furthest behind."""
+        if self._row_sources:
+            return min(source.epoch for source in self._row_sources[0])
         return self._sources[0].epoch
+
+    def _next_sentence(self, direction: int, row: int) -> list[str] | None:
+        if self._row_sources:
+            return self._row_sources[direction][row].next_sentence()
+        return self._sources[direction].next_sentence()
 
     def __iter__(self) -> StreamBatcher:
         return self
@@ -358,7 +461,7 @@ class StreamBatcher:
 
     def _direction_batch(self, direction: int) -> DirectionBatch:
         size, steps = self.batch_size, self.unroll_steps
-        source, rows = self._sources[direction], self._rows[direction]
+        rows = self._rows[direction]
         inputs: list[str] = []  # all rows, concatenated: each row's real slots are a prefix
         targets: list[str] = []
         lengths: list[int] = []
@@ -367,7 +470,7 @@ class StreamBatcher:
             tail = rows[row]
             while len(inputs) - row_start < steps:
                 if len(tail) < 2:
-                    sentence = source.next_sentence()
+                    sentence = self._next_sentence(direction, row)
                     if sentence is None:
                         tail = []
                         break
@@ -408,6 +511,7 @@ class StreamBatcher:
             "seed": self.seed,
             "shuffle_buffer": self.shuffle_buffer,
             "max_tokens_per_sentence": self.max_tokens_per_sentence,
+            "row_layout": self.row_layout,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -424,6 +528,12 @@ class StreamBatcher:
                     "epoch": self._sources[direction].epoch,
                     "sentences_consumed": self._sources[direction].consumed,
                     "rows": [list(tail) for tail in self._rows[direction]],
+                    # Contiguous layout: (epoch, sentences consumed) of each row's slice.
+                    "row_positions": [
+                        [source.epoch, source.consumed] for source in self._row_sources[direction]
+                    ]
+                    if self._row_sources
+                    else [],
                 }
                 for direction, name in enumerate(("forward", "backward"))
             },
@@ -436,7 +546,8 @@ class StreamBatcher:
                 f"unsupported StreamBatcher state version {state.get('version')!r} "
                 f"(expected {_STATE_VERSION})"
             )
-        saved = state["config"]
+        # States written before row_layout existed are packed-layout states.
+        saved = {"row_layout": "packed", **state["config"]}
         mismatched = {
             key: (saved.get(key), value)
             for key, value in self._config().items()
@@ -449,6 +560,7 @@ class StreamBatcher:
             raise ValueError(f"cannot resume with different batching arguments ({details})")
         rows: list[list[list[str]]] = []
         positions: list[tuple[int, int]] = []
+        slice_positions: list[list[tuple[int, int]]] = []
         for name in ("forward", "backward"):
             direction = state["directions"][name]
             tails = direction["rows"]
@@ -459,10 +571,17 @@ class StreamBatcher:
                 raise ValueError(f"bad {name} rows in the state: need {self.batch_size} lists")
             rows.append([list(tail) for tail in tails])
             positions.append((int(direction["epoch"]), int(direction["sentences_consumed"])))
+            row_positions = direction.get("row_positions", [])
+            if self._row_sources and len(row_positions) != self.batch_size:
+                raise ValueError(f"bad {name} row_positions in the state")
+            slice_positions.append([(int(epoch), int(done)) for epoch, done in row_positions])
         # Everything is validated before anything is changed, so a bad state leaves the
         # batcher as it was.
         self._rows = rows
         for source, (epoch, consumed) in zip(self._sources, positions, strict=True):
             source.seek(epoch, consumed)
+        for row_sources, row_positions in zip(self._row_sources, slice_positions, strict=False):
+            for row_source, (epoch, consumed) in zip(row_sources, row_positions, strict=True):
+                row_source.seek(epoch, consumed)
         self.tokens_seen = int(state["tokens_seen"])
         self.batches_yielded = int(state.get("batches_yielded", 0))

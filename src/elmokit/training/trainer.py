@@ -30,8 +30,8 @@ from elmokit.bilm import BiLM
 from elmokit.initialization import init_bilm_weights
 from elmokit.modules.lstm import LSTMState
 from elmokit.training import checkpoint as ckpt
-from elmokit.training.config import TrainConfig
-from elmokit.training.data import StreamBatcher, iter_sentences
+from elmokit.training.config import TrainConfig, scheduled_lr
+from elmokit.training.data import RowLayout, StreamBatcher, iter_sentences
 from elmokit.training.language_model import BiLanguageModel
 from elmokit.vocab import Vocabulary, build_vocabulary
 
@@ -149,9 +149,12 @@ def evaluate_perplexity(
     max_tokens: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    row_layout: RowLayout = "packed",
 ) -> Perplexity:
     """Held-out perplexity with the full softmax, state carried along each row's stream."""
-    batcher = StreamBatcher(sentences, vocab, batch_size, unroll_steps, epochs=1)
+    batcher = StreamBatcher(
+        sentences, vocab, batch_size, unroll_steps, epochs=1, row_layout=row_layout
+    )
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64)
@@ -205,6 +208,8 @@ class Trainer:
         self.model = self._build_model().to(self.device)
         self.optimizer = build_optimizer(self.model, config)
         self.state = TrainerState(lr=config.optim.lr)
+        self.planned_steps = self._shared_planned_steps()
+        self.current_lr = config.optim.lr
         self.batcher = StreamBatcher(
             lambda: iter_sentences(
                 config.data.train,
@@ -220,6 +225,7 @@ class Trainer:
             shuffle_buffer=config.data.shuffle_buffer,
             max_tokens_per_sentence=config.data.max_tokens_per_sentence,
             epochs=None,
+            row_layout=config.data.row_layout,
         )
         self.lstm_state: LSTMState | None = None
         self.sampler = torch.Generator().manual_seed(config.seed * 1000 + self.context.rank)
@@ -283,9 +289,22 @@ class Trainer:
             print(f"resumed from {directory} (step {self.state.step})")
 
     def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        """Set the base rate (the one plateau decay lowers); the schedule scales it per step."""
         self.state.lr = lr
+        self._apply_lr_schedule()
+
+    def _apply_lr_schedule(self) -> None:
+        optim = self.config.optim
+        self.current_lr = scheduled_lr(
+            self.state.lr,
+            optim.min_lr,
+            self.state.step,
+            self.planned_steps,
+            optim.lr_schedule,
+            optim.warmup_steps,
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.current_lr
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -385,6 +404,7 @@ class Trainer:
                 generator=self.sampler,
             )
         self.optimizer.zero_grad(set_to_none=True)
+        self._apply_lr_schedule()
         result.loss.backward()
         if self.config.optim.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.clip_norm)
@@ -413,9 +433,8 @@ class Trainer:
         last_checkpoint = time.time()
         window = [0.0, 0.0, 0]
         window_start = time.time()
-        total_steps = self._planned_steps()
         bar = tqdm(
-            total=total_steps,
+            total=self.planned_steps,
             initial=self.state.step,
             desc="train",
             unit=" step",
@@ -448,7 +467,7 @@ class Trainer:
                         "tokens_per_s": window[2] / max(seconds, 1e-9),
                         "train_ppl_forward": math.exp(window[0] / window[2]),
                         "train_ppl_backward": math.exp(window[1] / window[2]),
-                        "lr": self.state.lr,
+                        "lr": self.current_lr,
                     }
                     bar.set_postfix(
                         ppl=f"{row['train_ppl_forward']:.1f}/{row['train_ppl_backward']:.1f}",
@@ -498,6 +517,15 @@ class Trainer:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return bool(tensor[0])
 
+    def _shared_planned_steps(self) -> int | None:
+        """Rank 0's plan (only it counts the corpus), so every rank follows one lr curve."""
+        planned = self._planned_steps()
+        if self.context.world_size == 1:
+            return planned
+        shared = torch.tensor([planned if planned is not None else -1], dtype=torch.int64)
+        dist.broadcast(shared, src=0)
+        return int(shared[0]) if int(shared[0]) >= 0 else None
+
     def _planned_steps(self) -> int | None:
         optim, data = self.config.optim, self.config.data
         candidates = []
@@ -519,6 +547,7 @@ class Trainer:
             self.vocab,
             batch_size=64,
             unroll_steps=self.config.data.unroll_steps,
+            row_layout=self.config.data.row_layout,
             device=self.device,
             progress=self.progress,
         )
@@ -536,6 +565,7 @@ class Trainer:
                 self.vocab,
                 batch_size=64,
                 unroll_steps=self.config.data.unroll_steps,
+                row_layout=self.config.data.row_layout,
                 max_tokens=max_tokens,
                 device=self.device,
             )
