@@ -19,12 +19,18 @@ from elmokit.cli import main
 from elmokit.tasks import data as D
 from elmokit.tasks import suite
 from elmokit.tasks.classifier import train_classifier
-from elmokit.tasks.common import Budget, majority_accuracy, parse_representation
+from elmokit.tasks.common import (
+    Budget,
+    LayerMixer,
+    majority_accuracy,
+    pad_features,
+    parse_representation,
+)
 from elmokit.tasks.features import BiLMExtractor, FeatureCache, ensure_cache, standardize
 from elmokit.tasks.pair import train_pair_classifier
 from elmokit.tasks.probe import train_probe
 from elmokit.tasks.qa import best_spans, squad_scores, train_qa
-from elmokit.tasks.report import write_report
+from elmokit.tasks.report import markdown_report, write_report
 from elmokit.tasks.tagger import CRF, entity_f1, iob2_allowed_transitions, train_tagger
 from elmokit.tasks.wsd import (
     disambiguate,
@@ -154,6 +160,28 @@ def test_crf_normalises_and_decodes_like_brute_force() -> None:
     assert crf.viterbi(emissions, mask)[0] == sequences[int(log_probs.argmax())][0].tolist()
     allowed = iob2_allowed_transitions(["O", "B-PER", "I-PER"])
     assert allowed is not None and not allowed[0, 2] and not allowed[3, 2] and allowed[1, 2]
+
+
+def test_concatenated_representation_puts_layer0_beside_every_layer(
+    data_dir: Path, encoders: suite.Encoders, tmp_path: Path
+) -> None:
+    sentences = suite.prepare("ner", data_dir, quick=True).sentences[:40]
+    mixed = features_for(sentences, encoders, tmp_path, "ner", "elmo")
+    token = features_for(sentences, encoders, tmp_path, "ner", "layer0")
+    both = features_for(sentences, encoders, tmp_path, "ner", "layer0+elmo")
+    n_layers, dim = mixed[0].shape[0], mixed[0].shape[2]
+    for layers, alone, together in zip(mixed, token, both, strict=True):
+        assert together.shape == (n_layers, layers.shape[1], 2 * dim)
+        torch.testing.assert_close(together[..., :dim], layers)
+        for k in range(n_layers):
+            torch.testing.assert_close(together[k, :, dim:], alone[0])
+    # Weights summing to one: the mix of the extended layers is [mix ; gamma * layer0].
+    head = LayerMixer(n_layers, mix=True)
+    padded, mask = pad_features(both[:3])
+    out = head(padded, mask)
+    torch.testing.assert_close(out[..., dim:], pad_features(token[:3])[0][:, 0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no word2vec features"):
+        features_for(sentences, encoders, tmp_path, "ner", "word2vec+elmo")
 
 
 def test_tagger_learns_ner(data_dir: Path, encoders: suite.Encoders, tmp_path: Path) -> None:
@@ -298,9 +326,21 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
     text = report.read_text()
     assert "| ner | F1 | dev (200) | 35.00 (word-majority) | 78.50 ± 0.71 | 81.00 ± 1.41" in text
     assert "**85.50 ± 0.71** | +4.50 | +7.00 | 2 |" in text
+    assert "| pos, paper's biLM | acc | — | 97.3 | 96.8 | — |" in text
+    assert "- ner: yes, by +4.50 (largest seed std 1.41)." in text
+    assert "- pos: yes, by +5.00 (deterministic, one run each)." in text
     for plot in ("layer_weights.png", "learning_curves.png", "by_layer.png"):
         assert (tmp_path / plot).stat().st_size > 1000 and f"({plot})" in text
     assert json.loads((tmp_path / "results.json").read_text())["tasks"][0]["task"] == "ner"
+
+    # With [layer0; ELMo] (and [word2vec; ELMo]) run, +ELMo is the concatenation, the mix
+    # alone gets its own column, and each delta is against the matching baseline.
+    result.scores.update({"layer0+elmo": [88.0, 88.0], "word2vec+elmo": [84.0, 86.0]})
+    text = markdown_report([result], {"model": "test"})
+    assert "| ELMo mix alone | [word2vec; ELMo] | +ELMo [layer0; mix] | Δ vs layer0 |" in text
+    assert "| 85.50 ± 0.71 | 85.00 ± 1.41 | **88.00 ± 0.00** | +7.00 | +6.50 | 2 |" in text
+    result.scores["layer0+elmo"] = [81.0, 83.0]
+    assert "- ner: **no**, +1.00 (largest seed std 1.41)." in markdown_report([result], {})
 
 
 def test_cli_train_then_evaluate(

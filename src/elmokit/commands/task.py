@@ -44,8 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--representations",
-        default="layer0,word2vec,elmo",
-        help="comma-separated: elmo, layer0, top, layerK, word2vec (default: %(default)s)",
+        default="layer0,word2vec,elmo,layer0+elmo",
+        help="comma-separated: elmo (the mix alone), layer0, top, layerK, word2vec, "
+        "layer0+elmo / word2vec+elmo (that vector beside the mix, as the paper feeds ELMo) "
+        "(default: %(default)s)",
     )
     report.set_defaults(func=run_report)
 

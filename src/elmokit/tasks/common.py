@@ -25,18 +25,25 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from elmokit.modules.scalar_mix import ScalarMix
 
-BILM_REPRESENTATIONS = ("elmo", "layer0", "top")
-STATIC_REPRESENTATIONS = ("word2vec",)
+BILM_REPRESENTATIONS = ("elmo", "layer0", "top", "layer0+elmo")
+STATIC_REPRESENTATIONS = ("word2vec", "word2vec+elmo")
 
 
 @dataclass(frozen=True)
 class Representation:
     """What a head sees: `source` names the feature cache ("bilm" or "word2vec"); `layers`
-    are the cache layers to load (None: all of them, mixed by a trainable ScalarMix)."""
+    are the cache layers to load (None: all of them, mixed by a trainable ScalarMix).
+
+    `concat` = (source, layer): that context-free vector is appended to every biLM layer
+    before the mix. As the ScalarMix weights sum to one, the head then sees
+    [ELMo_k ; gamma * x_k], the paper's "ELMo at the input" ([x_k ; ELMo_k], with x_k the
+    baseline's own token vector; here one gamma scales both halves).
+    """
 
     name: str
     source: str
     layers: tuple[int, ...] | None
+    concat: tuple[str, int] | None = None
 
     @property
     def mix(self) -> bool:
@@ -44,7 +51,12 @@ class Representation:
 
 
 def parse_representation(name: str, n_bilm_layers: int) -> Representation:
-    """ "elmo" | "layer0" | "top" | "layerK" | "word2vec"; n_bilm_layers counts layer 0."""
+    """ "elmo" | "layer0" | "top" | "layerK" | "word2vec" | "layer0+elmo" | "word2vec+elmo";
+    n_bilm_layers counts layer 0."""
+    if name == "layer0+elmo":
+        return Representation(name, "bilm", None, concat=("bilm", 0))
+    if name == "word2vec+elmo":
+        return Representation(name, "bilm", None, concat=("word2vec", 0))
     if name == "elmo":
         return Representation(name, "bilm", None)
     if name == "top":
@@ -56,7 +68,10 @@ def parse_representation(name: str, n_bilm_layers: int) -> Representation:
         return Representation(name, "bilm", (layer,))
     if name == "word2vec":
         return Representation(name, "word2vec", (0,))
-    raise ValueError(f"unknown representation {name!r}: elmo, layer0, top, layerK, word2vec")
+    raise ValueError(
+        f"unknown representation {name!r}: elmo, layer0, top, layerK, word2vec, "
+        "layer0+elmo, word2vec+elmo"
+    )
 
 
 class LayerMixer(nn.Module):

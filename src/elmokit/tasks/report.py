@@ -18,7 +18,27 @@ from pathlib import Path
 
 from elmokit.tasks.suite import TaskResult
 
-REPRESENTATION_COLUMNS = (("word2vec", "word2vec"), ("layer0", "layer0"), ("top", "top layer"))
+REPRESENTATION_COLUMNS = (
+    ("word2vec", "word2vec"),
+    ("layer0", "layer0"),
+    ("top", "top layer"),
+    ("elmo", "ELMo mix alone"),
+)
+
+
+# Peters et al. (2018), Tables 5 and 6: their biLM (2 x 4096 LSTM cells, projection 512,
+# trained on the 800M-word 1B Word Benchmark), a linear POS probe on the full WSJ PTB and
+# 1-NN WSD on SemCor 3.0 -> ALL (Raganato et al. 2017), per LSTM layer.
+PAPER_BY_LAYER = {
+    "wsd": {"layer1": 67.4, "layer2": 69.0},
+    "pos": {"layer1": 97.3, "layer2": 96.8},
+}
+
+
+def elmo_key(results: TaskResult) -> str:
+    """The "+ELMo" representation of a task: the baseline's token vector with the ELMo mix
+    beside it (the paper's setting) when it was run, else the mix alone."""
+    return "layer0+elmo" if "layer0+elmo" in results.scores else "elmo"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -36,10 +56,34 @@ def format_score(values: Sequence[float] | None) -> str:
 
 
 def format_delta(results: TaskResult, baseline: str) -> str:
-    if "elmo" not in results.scores or baseline not in results.scores:
+    """+ELMo minus the baseline; against word2vec, [word2vec; ELMo] when it was run."""
+    key = elmo_key(results)
+    if baseline == "word2vec" and "word2vec+elmo" in results.scores:
+        key = "word2vec+elmo"
+    if key not in results.scores or baseline not in results.scores:
         return "—"
-    delta = mean_std(results.scores["elmo"])[0] - mean_std(results.scores[baseline])[0]
+    delta = mean_std(results.scores[key])[0] - mean_std(results.scores[baseline])[0]
     return f"{delta:+.2f}"
+
+
+def verdict(results: TaskResult, baseline: str = "layer0") -> str:
+    """One plain sentence: does +ELMo beat the baseline by more than the seed spread?"""
+    key = elmo_key(results)
+    if key not in results.scores or baseline not in results.scores:
+        return ""
+    elmo_mean, elmo_std = mean_std(results.scores[key])
+    base_mean, base_std = mean_std(results.scores[baseline])
+    delta, spread = elmo_mean - base_mean, max(elmo_std, base_std)
+    n = min(len(results.scores[key]), len(results.scores[baseline]))
+    if n < 2:
+        spread_text = "deterministic, one run each"
+        beats = delta > 0
+    else:
+        spread_text = f"largest seed std {spread:.2f}"
+        beats = delta > spread
+    if beats:
+        return f"{results.task}: yes, by {delta:+.2f} ({spread_text})."
+    return f"{results.task}: **no**, {delta:+.2f} ({spread_text})."
 
 
 def markdown_report(
@@ -47,18 +91,31 @@ def markdown_report(
 ) -> str:
     """The report text; `images` are plot file names (next to report.md) to embed."""
     has_w2v = any("word2vec" in r.scores for r in results)
+    has_concat = any("layer0+elmo" in r.scores for r in results)
+    has_w2v_concat = any("word2vec+elmo" in r.scores for r in results)
     columns = [c for c in REPRESENTATION_COLUMNS if has_w2v or c[0] != "word2vec"]
+    if not has_concat:  # the mix alone is then the +ELMo column itself
+        columns = [c for c in columns if c[0] != "elmo"]
+    if has_w2v_concat:
+        columns.append(("word2vec+elmo", "[word2vec; ELMo]"))
     lines = ["# elmokit downstream tasks", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += [
         "",
         "Scores in percent, mean ± sample std over seeds (folds for CV tasks); each "
         "representation trains the same head with the same budget. Δ = +ELMo minus the "
-        "baseline's mean.",
+        "baseline's mean."
+        + (
+            " +ELMo is [layer0; ELMo]: the context-free token vector with the learned mix of "
+            "all layers beside it, as the paper feeds ELMo to a task's input."
+            if has_concat
+            else " +ELMo is the learned mix of all biLM layers alone."
+        ),
         "",
     ]
     head = ["task", "metric", "eval (n)", "trivial"]
-    head += [title for _, title in columns] + ["+ELMo (mix)", "Δ vs layer0"]
+    plus = "+ELMo [layer0; mix]" if has_concat else "+ELMo (mix)"
+    head += [title for _, title in columns] + [plus, "Δ vs layer0"]
     head += ["Δ vs word2vec"] if has_w2v else []
     head += ["seeds"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -66,10 +123,15 @@ def markdown_report(
         trivial = f"{r.trivial:.2f} ({r.trivial_name})" if r.trivial is not None else "—"
         row = [r.task, r.metric, f"{r.eval_split} ({r.n_eval})", trivial]
         row += [format_score(r.scores.get(key)) for key, _ in columns]
-        row += [f"**{format_score(r.scores.get('elmo'))}**", format_delta(r, "layer0")]
+        row += [f"**{format_score(r.scores.get(elmo_key(r)))}**", format_delta(r, "layer0")]
         row += [format_delta(r, "word2vec")] if has_w2v else []
         row += [str(max((len(v) for v in r.scores.values()), default=0))]
         lines.append("| " + " | ".join(row) + " |")
+
+    verdicts = [verdict(r) for r in results]
+    if any(verdicts):
+        lines += ["", "## Does +ELMo beat the context-free layer 0?", ""]
+        lines += [f"- {text}" for text in verdicts if text]
 
     weighted = [r for r in results if r.layer_weights]
     if weighted:
@@ -92,6 +154,18 @@ def markdown_report(
         for r in layered:
             cells = [format_score(r.by_layer.get(name)) for name in names]
             lines.append(f"| {r.task} | {r.metric} | " + " | ".join(cells) + " |")
+            paper = PAPER_BY_LAYER.get(r.task)
+            if paper:
+                cells = [f"{paper[name]:.1f}" if name in paper else "—" for name in names]
+                lines.append(f"| {r.task}, paper's biLM | {r.metric} | " + " | ".join(cells) + " |")
+        if any(r.task in PAPER_BY_LAYER for r in layered):
+            lines += [
+                "",
+                "The paper's rows (Peters et al. 2018, tables 5 and 6) come from a biLM with "
+                "2 x 4096 LSTM cells trained on the 800M-word 1B Word Benchmark, and its POS "
+                "probe trains on the whole WSJ treebank; compare the shape across layers "
+                "more than the level.",
+            ]
 
     extras = [(r, key, values) for r in results for key, values in r.extra.items()]
     if extras:

@@ -360,7 +360,7 @@ class Encoders:
         return [
             parse_representation(name, self.n_bilm_layers)
             for name in names
-            if name != "word2vec" or self.word2vec is not None
+            if not name.startswith("word2vec") or self.word2vec is not None
         ]
 
 
@@ -465,7 +465,18 @@ def load_features(
     standardized per dimension (see `features.standardize`)."""
     extractor = encoders.get(representation.source)
     with ensure_cache(extractor, prepared.sentences, cache_dir, name, progress) as cache:
-        return standardize(cache.load(representation.layers))
+        features = standardize(cache.load(representation.layers))
+    if representation.concat is None:
+        return features
+    source, layer = representation.concat
+    other = encoders.get(source)
+    with ensure_cache(other, prepared.sentences, cache_dir, name, progress) as cache:
+        extra = standardize(cache.load((layer,)))
+    # [n, T, D] + [1, T, D'] -> [n, T, D + D']: the same token vector beside every layer.
+    return [
+        torch.cat([layers, token.expand(layers.shape[0], -1, -1)], dim=-1)
+        for layers, token in zip(features, extra, strict=True)
+    ]
 
 
 def train_once(
@@ -566,6 +577,9 @@ def run_task(
         names = [n for n in names if n not in layers and n != "top"]
         names = layers + names
     budget = spec.quick_budget if quick else spec.budget
+    # The layer weights reported (the paper's figure 2) are those of the ELMo mix alone.
+    mixes = [n for n in names if parse_representation(n, encoders.n_bilm_layers).mix]
+    primary_mix = "elmo" if "elmo" in mixes else (mixes[0] if mixes else "")
     for representation in encoders.representations(names):
         feature_start = time.perf_counter()
         features = load_features(
@@ -580,7 +594,7 @@ def run_task(
             result.curves.setdefault(name, []).append(run.fit.dev_curve)
             for key, value in run.extra.items():
                 result.extra.setdefault(key, {}).setdefault(name, []).append(value)
-            if run.layer_weights is not None:
+            if run.layer_weights is not None and name == primary_mix:
                 result.layer_weights.append(run.layer_weights)
             log(
                 f"{spec.name} {name} seed {seed}: {spec.metric} {run.score:.2f} "
