@@ -203,6 +203,38 @@ def test_tagger_learns_ner(data_dir: Path, encoders: suite.Encoders, tmp_path: P
     assert run.layer_weights is not None and sum(run.layer_weights) == pytest.approx(1.0)
 
 
+def test_output_mix_variant_learns_and_rebuilds(
+    data_dir: Path, encoders: suite.Encoders, tmp_path: Path
+) -> None:
+    representation = parse_representation("elmo+output", encoders.n_bilm_layers)
+    assert representation.mix and representation.output and representation.name == "elmo+output"
+    with pytest.raises(ValueError, match="needs a mixing representation"):
+        parse_representation("layer0+output", encoders.n_bilm_layers)
+    prepared = suite.prepare("ner", data_dir, quick=True)
+    assert prepared.tags is not None
+    features = features_for(prepared.sentences, encoders, tmp_path, "ner", "elmo")
+    train, dev, test = prepared.split(0)
+    budget = suite.TASKS["ner"].quick_budget
+    run = train_tagger(
+        features, prepared.tags, train, dev, test, True, budget, seed=0, output_mix=True
+    )
+    assert run.score > 15.0 and run.model is not None
+    head = run.model
+    assert head.output_mixer is not None and head.output_mixer.scalar_mix is not None
+    # Its own weights, trained apart from the input mix.
+    output_w = head.output_mixer.scalar_mix.scalar_parameters
+    assert not torch.allclose(output_w, torch.zeros_like(output_w))
+    assert not torch.allclose(output_w, head.mixer.scalar_mix.scalar_parameters)
+    rebuilt = type(head)(**head.config)
+    rebuilt.load_state_dict(head.state_dict())
+    layers, mask = pad_features(features[:4])
+    head.eval()
+    rebuilt.eval()
+    torch.testing.assert_close(rebuilt.emissions(layers, mask), head.emissions(layers, mask))
+    with pytest.raises(ValueError, match="built for tagging and pair tasks"):
+        suite.train_once(suite.TASKS["sst5"], prepared, features, representation, 0, budget)
+
+
 def test_classifier_beats_majority_on_subj(
     data_dir: Path, encoders: suite.Encoders, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ Representations (the same head and budget for each, only the input changes):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 import time
@@ -44,6 +45,9 @@ class Representation:
     source: str
     layers: tuple[int, ...] | None
     concat: tuple[str, int] | None = None
+    # A second, separately learned mix at the output of the head's encoder as well (the
+    # paper's "input & output", used for SNLI, SQuAD and SRL); tagging and pair heads.
+    output: bool = False
 
     @property
     def mix(self) -> bool:
@@ -52,7 +56,12 @@ class Representation:
 
 def parse_representation(name: str, n_bilm_layers: int) -> Representation:
     """ "elmo" | "layer0" | "top" | "layerK" | "word2vec" | "layer0+elmo" | "word2vec+elmo";
-    n_bilm_layers counts layer 0."""
+    n_bilm_layers counts layer 0. A "+output" suffix on a mixing one adds the output mix."""
+    if name.endswith("+output"):
+        inner = parse_representation(name.removesuffix("+output"), n_bilm_layers)
+        if not inner.mix:
+            raise ValueError(f"{name}: +output needs a mixing representation (elmo, X+elmo)")
+        return dataclasses.replace(inner, name=name, output=True)
     if name == "layer0+elmo":
         return Representation(name, "bilm", None, concat=("bilm", 0))
     if name == "word2vec+elmo":
@@ -70,7 +79,7 @@ def parse_representation(name: str, n_bilm_layers: int) -> Representation:
         return Representation(name, "word2vec", (0,))
     raise ValueError(
         f"unknown representation {name!r}: elmo, layer0, top, layerK, word2vec, "
-        "layer0+elmo, word2vec+elmo"
+        "layer0+elmo, word2vec+elmo (mixing ones optionally +output)"
     )
 
 
@@ -207,11 +216,16 @@ class TaskHead(nn.Module):
         input_dim: int,
         dropout: float,
         labels: Sequence[str] | None = None,
+        output_mix: bool = False,
         **settings: object,
     ) -> None:
         super().__init__()
         self.mixer = LayerMixer(n_layers, mix)
         self.input_dropout = nn.Dropout(dropout)
+        # The paper's "ELMo at the output": its own weights and gamma, concatenated to the
+        # encoder's output by heads that support it (`with_output_mix`).
+        self.output_mixer = LayerMixer(n_layers, True) if output_mix else None
+        self.output_dim_extra = input_dim if output_mix else 0
         # Exactly the subclass's constructor arguments: `type(head)(**head.config)` rebuilds it.
         self.config: dict[str, object] = {
             "n_layers": n_layers,
@@ -222,11 +236,29 @@ class TaskHead(nn.Module):
         if labels is not None:
             self.config["labels"] = list(labels)
             self.vocab = LabelVocab(labels)
+        if output_mix:
+            self.config["output_mix"] = True
         self.config.update(settings)
 
     def represent(self, layers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[B, n, T, D] cached layers -> [B, T, D] input of the head."""
         return self.input_dropout(self.mixer(layers, mask))
+
+    def with_output_mix(
+        self, encoded: torch.Tensor, layers: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """[B, T, E] encoder output -> [B, T, E + D] with the output mix beside it (as is
+        without an output mix)."""
+        if self.output_mixer is None:
+            return encoded
+        return torch.cat([encoded, self.input_dropout(self.output_mixer(layers, mask))], dim=-1)
+
+    def l2_penalty(self) -> torch.Tensor:
+        """The ScalarMix regulariser ||w||^2 of every mix the head has."""
+        penalty = self.mixer.l2_penalty()
+        if self.output_mixer is not None:
+            penalty = penalty + self.output_mixer.l2_penalty()
+        return penalty
 
 
 @dataclass
@@ -262,7 +294,7 @@ def fit(
         model.train()
         total, batches = 0.0, 0
         for batch in bucketed_batches(lengths, budget.batch_size, rng):
-            loss = batch_loss(batch) + budget.mix_l2 * model.mixer.l2_penalty()
+            loss = batch_loss(batch) + budget.mix_l2 * model.l2_penalty()
             optimizer.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip)

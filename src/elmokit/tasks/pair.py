@@ -41,10 +41,13 @@ class PairClassifier(TaskHead):
         labels: Sequence[str],
         hidden: int = 128,
         dropout: float = 0.3,
+        output_mix: bool = False,
     ) -> None:
-        super().__init__(n_layers, mix, input_dim, dropout, labels, hidden=hidden)
+        super().__init__(n_layers, mix, input_dim, dropout, labels, output_mix, hidden=hidden)
         self.encoder = BiLSTMEncoder(input_dim, hidden)
-        width = self.encoder.output_dim
+        # With an output mix, the encoder states carry ELMo beside them into the attention
+        # (the paper's SNLI setting).
+        width = self.encoder.output_dim + self.output_dim_extra
         self.enhance = nn.Sequential(nn.Linear(4 * width, hidden), nn.ReLU())
         self.composition = BiLSTMEncoder(hidden, hidden)
         self.classify = nn.Sequential(
@@ -69,6 +72,8 @@ class PairClassifier(TaskHead):
             self.represent(layers_b, mask_b),
             mask_b,
         )  # [B, Ta|Tb, 2H]
+        a = self.with_output_mix(a, layers_a, mask_a)  # [B, Ta, 2H (+ D)]
+        b = self.with_output_mix(b, layers_b, mask_b)
         similarity = torch.bmm(a, b.transpose(1, 2))  # [B, Ta, Tb]
         a_aligned = torch.bmm(masked_softmax(similarity, mask_b.unsqueeze(1)), b)
         b_aligned = torch.bmm(masked_softmax(similarity.transpose(1, 2), mask_a.unsqueeze(1)), a)
@@ -143,13 +148,16 @@ def train_pair_classifier(
     mix: bool,
     budget: Budget,
     seed: int,
+    output_mix: bool = False,
 ) -> RunResult:
     """pairs: (premise sentence index, hypothesis sentence index, label); train/dev/test are
     indices into `pairs`. Reports accuracy (percent) on `test`."""
     seed_everything(seed)
     label_set = sorted({pairs[i][2] for i in train})
     n_layers, _, dim = features[pairs[train[0]][0]].shape
-    model = PairClassifier(n_layers, mix, dim, label_set, budget.hidden, budget.dropout)
+    model = PairClassifier(
+        n_layers, mix, dim, label_set, budget.hidden, budget.dropout, output_mix=output_mix
+    )
     train_ids = list(train)
     loss_fn = nn.CrossEntropyLoss()
 

@@ -489,10 +489,17 @@ def train_once(
 ) -> RunResult:
     """One head on one representation and seed (fold = seed mod n_folds)."""
     train, dev, test = prepared.split(seed)
-    mix = representation.mix
+    mix, output = representation.mix, representation.output
+    if output and spec.kind not in ("tagging", "pair"):
+        raise ValueError(
+            f"{representation.name}: an output mix is built for tagging and pair tasks, "
+            f"not {spec.name} ({spec.kind})"
+        )
     if spec.kind == "tagging":
         assert prepared.tags is not None
-        return train_tagger(features, prepared.tags, train, dev, test, mix, budget, seed)
+        return train_tagger(
+            features, prepared.tags, train, dev, test, mix, budget, seed, output_mix=output
+        )
     if spec.kind == "probe":
         assert prepared.tags is not None
         return train_probe(features, prepared.tags, train, dev, test, mix, budget, seed)
@@ -501,7 +508,9 @@ def train_once(
         return train_classifier(features, prepared.labels, train, dev, test, mix, budget, seed)
     if spec.kind == "pair":
         assert prepared.pairs is not None
-        return train_pair_classifier(features, prepared.pairs, train, dev, test, mix, budget, seed)
+        return train_pair_classifier(
+            features, prepared.pairs, train, dev, test, mix, budget, seed, output_mix=output
+        )
     if spec.kind == "qa":
         assert prepared.qa_examples and prepared.qa_context and prepared.qa_question
         return train_qa(

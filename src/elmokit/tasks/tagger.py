@@ -121,16 +121,17 @@ class SequenceTagger(TaskHead):
         labels: Sequence[str],
         hidden: int = 128,
         dropout: float = 0.3,
+        output_mix: bool = False,
     ) -> None:
-        super().__init__(n_layers, mix, input_dim, dropout, labels, hidden=hidden)
+        super().__init__(n_layers, mix, input_dim, dropout, labels, output_mix, hidden=hidden)
         self.encoder = BiLSTMEncoder(input_dim, hidden)
         self.output_dropout = nn.Dropout(dropout)
-        self.project = nn.Linear(self.encoder.output_dim, len(self.vocab))
+        self.project = nn.Linear(self.encoder.output_dim + self.output_dim_extra, len(self.vocab))
         self.crf = CRF(len(self.vocab), iob2_allowed_transitions(self.vocab.labels))
 
     def emissions(self, layers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         encoded = self.encoder(self.represent(layers, mask), mask)
-        return self.project(self.output_dropout(encoded))
+        return self.project(self.output_dropout(self.with_output_mix(encoded, layers, mask)))
 
     def loss(self, layers: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per sentence."""
@@ -208,13 +209,16 @@ def train_tagger(
     budget: Budget,
     seed: int,
     metric: str = "f1",
+    output_mix: bool = False,
 ) -> RunResult:
     """Train a SequenceTagger on sentences `train` (indices into features/tags), select the
     epoch on `dev`, score `test`. metric: "f1" (entity F1) or "accuracy" (per token)."""
     seed_everything(seed)
     labels = sorted({tag for i in train for tag in tags[i]})
     n_layers, _, dim = features[train[0]].shape
-    model = SequenceTagger(n_layers, mix, dim, labels, budget.hidden, budget.dropout)
+    model = SequenceTagger(
+        n_layers, mix, dim, labels, budget.hidden, budget.dropout, output_mix=output_mix
+    )
     train_ids = list(train)
 
     def batch_loss(batch: list[int]) -> torch.Tensor:
