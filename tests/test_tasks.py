@@ -371,6 +371,10 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
     text = markdown_report([result], {"model": "test"})
     assert "| ELMo mix alone | [word2vec; ELMo] | +ELMo [layer0; mix] | Δ vs layer0 |" in text
     assert "| 85.50 ± 0.71 | 85.00 ± 1.41 | **88.00 ± 0.00** | +7.00 | +6.50 | 2 |" in text
+    result.scores["layer0+elmo+output"] = [89.0, 90.0]
+    text = markdown_report([result], {})
+    assert "| [word2vec; ELMo] | layer0+elmo+output | +ELMo [layer0; mix] |" in text
+    assert "| 85.00 ± 1.41 | 89.50 ± 0.71 | **88.00 ± 0.00** |" in text
     result.scores["layer0+elmo"] = [81.0, 83.0]
     assert "- ner: **no**, +1.00 (largest seed std 1.41)." in markdown_report([result], {})
 

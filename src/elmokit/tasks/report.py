@@ -98,6 +98,13 @@ def markdown_report(
         columns = [c for c in columns if c[0] != "elmo"]
     if has_w2v_concat:
         columns.append(("word2vec+elmo", "[word2vec; ELMo]"))
+    # Other combined representations run (e.g. layer0+elmo+output) get a column each; single
+    # layers are in the by-layer table.
+    shown = {key for key, _ in columns} | {"layer0+elmo"}
+    others = dict.fromkeys(
+        name for r in results for name in r.scores if "+" in name and name not in shown
+    )
+    columns += [(name, name) for name in others]
     lines = ["# elmokit downstream tasks", ""]
     lines += [f"- {key}: {value}" for key, value in header.items()]
     lines += [
