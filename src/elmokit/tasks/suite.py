@@ -469,9 +469,13 @@ def load_features(
     if representation.concat is None:
         return features
     source, layer = representation.concat
-    other = encoders.get(source)
-    with ensure_cache(other, prepared.sentences, cache_dir, name, progress) as cache:
-        extra = standardize(cache.load((layer,)))
+    if source == representation.source and representation.layers is None:
+        # Already loaded, and standardize works layer by layer: no second read of the cache.
+        extra = [layers[layer : layer + 1] for layers in features]
+    else:
+        other = encoders.get(source)
+        with ensure_cache(other, prepared.sentences, cache_dir, name, progress) as cache:
+            extra = standardize(cache.load((layer,)))
     # [n, T, D] + [1, T, D'] -> [n, T, D + D']: the same token vector beside every layer.
     return [
         torch.cat([layers, token.expand(layers.shape[0], -1, -1)], dim=-1)
@@ -586,10 +590,11 @@ def run_task(
         names = [n for n in names if n not in layers and n != "top"]
         names = layers + names
     budget = spec.quick_budget if quick else spec.budget
+    chosen = encoders.representations(names)
     # The layer weights reported (the paper's figure 2) are those of the ELMo mix alone.
-    mixes = [n for n in names if parse_representation(n, encoders.n_bilm_layers).mix]
+    mixes = [r.name for r in chosen if r.mix]
     primary_mix = "elmo" if "elmo" in mixes else (mixes[0] if mixes else "")
-    for representation in encoders.representations(names):
+    for representation in chosen:
         feature_start = time.perf_counter()
         features = load_features(
             prepared, encoders, representation, cache_dir, cache_name(spec.name, quick), progress
