@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import elmokit
-from elmokit.io.checkpoint import from_pretrained, save_pretrained
+from elmokit.io.native import from_pretrained, save_pretrained
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "src" / "elmokit" / "data" / "models"
 
