@@ -26,8 +26,9 @@ import elmokit
 from elmokit.config import BiLMConfig
 from elmokit.initialization import random_bilm
 from elmokit.tasks.common import Budget, parse_representation
-from elmokit.tasks.features import BiLMExtractor, length_sorted_batches
-from elmokit.tasks.suite import DEFAULT_TASKS, TASKS, Prepared, prepare, train_once
+from elmokit.tasks.features import BiLMExtractor
+from elmokit.tasks.names import DEFAULT_TASKS
+from elmokit.tasks.suite import TASKS, Prepared, prepare, train_once
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPE = BiLMConfig(
@@ -42,8 +43,8 @@ DEFAULT_SHAPE = BiLMConfig(
 def bilm_tokens_per_second(extractor: BiLMExtractor, sentences: list[list[str]]) -> float:
     sample = random.Random(0).sample(sentences, min(300, len(sentences)))
     start = time.perf_counter()
-    for batch in length_sorted_batches([len(s) for s in sample]):
-        extractor([sample[i] for i in batch])
+    for _ in extractor.extract(sample):
+        pass
     return sum(len(s) for s in sample) / (time.perf_counter() - start)
 
 

@@ -2,10 +2,11 @@
 
 from typing import TYPE_CHECKING, Any
 
+from elmokit._version import __version__
 from elmokit.bilm import BiLM, BiLMOutput
 from elmokit.chars import batch_to_ids
 from elmokit.config import BiLMConfig
-from elmokit.io.checkpoint import from_pretrained, save_pretrained
+from elmokit.io.native import from_pretrained, save_pretrained
 from elmokit.loading import load
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ def __getattr__(name: str) -> Any:
         return Elmo
     raise AttributeError(f"module 'elmokit' has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BiLM",

@@ -16,11 +16,13 @@ from torch import nn
 
 from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS_PER_TOKEN, PADDING_CHAR
 from elmokit.config import BiLMConfig
-from elmokit.modules.fast_inference import InferenceMode, check_inference_mode
-from elmokit.modules.lstm import MIN_GEMM_ROWS, BiLSTMStack, LSTMState
+from elmokit.modules.fast_inference import InferenceMode, bucket_rows, check_inference_mode
+from elmokit.modules.lstm import BiLSTMStack, LSTMState
 from elmokit.modules.token_encoder import CharCNNTokenEncoder
 
 StatePolicy = Literal["reset", "carry"]
+# Distinct tokens per char-CNN call (see BiLM.encode_tokens).
+ENCODE_ROWS = 512
 STATE_POLICIES: tuple[str, ...] = ("reset", "carry")
 
 
@@ -115,70 +117,136 @@ class BiLM(nn.Module):
 
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
         """Token vectors for char ids [..., 50] -> [..., P]; each distinct token is encoded
-        once and padding slots (all ids 0) give zero vectors."""
+        once and padding slots (all ids 0) give zero vectors.
+
+        The one char-CNN batching policy: distinct tokens in calls of at most ENCODE_ROWS
+        rows, each padded to a bucketed row count (fast_inference.bucket_rows). The bound keeps
+        the CNN's working memory small (its activations are ~400 KB per token at 2048 filters),
+        and bucketing keeps the number of call shapes small: the allocator and the kernels keep
+        buffers per shape, and with one shape per batch a long embedding run grew by hundreds
+        of MB. At least MIN_GEMM_ROWS rows also keep results independent of the batch.
+        """
         flat = char_ids.reshape(-1, MAX_CHARS_PER_TOKEN)
         is_token = (flat > 0).any(dim=1)
-        projection_dim = self.config.projection_dim
         dtype = self.token_encoder.char_embed.weight.dtype
-        out = torch.zeros(flat.shape[0], projection_dim, device=flat.device, dtype=dtype)
+        size = self.config.projection_dim
+        out = torch.zeros(flat.shape[0], size, device=flat.device, dtype=dtype)
         token_rows = flat[is_token]
         if token_rows.shape[0] > 0:
             unique_rows, inverse = torch.unique(token_rows, dim=0, return_inverse=True)
-            n_unique = unique_rows.shape[0]
-            if n_unique < MIN_GEMM_ROWS:  # keep results independent of the batch (lstm.py)
-                # Spare rows of padding characters: the cheapest input for the inference path.
-                spare = unique_rows.new_full(
-                    (MIN_GEMM_ROWS - n_unique, MAX_CHARS_PER_TOKEN), PADDING_CHAR
-                )
-                unique_rows = torch.cat([unique_rows, spare])
-            encoded = self.token_encoder(unique_rows)[:n_unique]
+            encoded = torch.cat(
+                [
+                    self._encode_rows(unique_rows[start : start + ENCODE_ROWS])
+                    for start in range(0, unique_rows.shape[0], ENCODE_ROWS)
+                ]
+            )
             # Under autocast the encoder yields bf16/fp16: keep that dtype downstream.
             out = out.to(encoded.dtype)
             out[is_token] = encoded[inverse]
-        return out.view(*char_ids.shape[:-1], projection_dim)
+        return out.view(*char_ids.shape[:-1], size)
 
-    def forward(self, char_ids: torch.Tensor, keep_sentence_boundaries: bool = False) -> BiLMOutput:
+    def _encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """[n, 50] -> [n, P], run on bucket_rows(n) rows (spare rows of padding characters,
+        the cheapest input for the inference path)."""
+        n_rows = rows.shape[0]
+        spare = bucket_rows(n_rows) - n_rows
+        if spare:
+            rows = torch.cat([rows, rows.new_full((spare, MAX_CHARS_PER_TOKEN), PADDING_CHAR)])
+        return self.token_encoder(rows)[:n_rows]
+
+    def boundary_vectors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token vectors of <S> and </S>, each [P]."""
+        ids = torch.tensor([BOS_CHAR_IDS, EOS_CHAR_IDS], device=device)
+        bos, eos = self.encode_tokens(ids)
+        return bos, eos
+
+    def forward(
+        self,
+        char_ids: torch.Tensor,
+        keep_sentence_boundaries: bool = False,
+        *,
+        time_chunk: int | None = None,
+    ) -> BiLMOutput:
         """char_ids [B, T, 50] from `batch_to_ids` (no <S>/</S>) -> all layers and mask.
 
         With keep_sentence_boundaries the <S> and </S> positions stay in the output:
-        layers [B, L+1, T+2, 2P] and the mask covers them.
+        layers [B, L+1, T+2, 2P] and the mask covers them. time_chunk: see
+        layers_from_token_vectors.
         """
         char_ids = self._check_char_ids(char_ids)
         token_mask = (char_ids > 0).any(dim=-1)  # [B, T]
-        lengths = token_mask.sum(dim=1)
-        positions = torch.arange(char_ids.shape[1], device=char_ids.device)
-        if not torch.equal(token_mask, positions.unsqueeze(0) < lengths.unsqueeze(1)):
-            raise ValueError(
-                "character ids have a padding slot (all zeros) before a real token; "
-                "each row's tokens must be left-aligned as batch_to_ids makes them"
-            )
-        with_boundaries, boundary_mask = _add_sentence_boundaries(char_ids, lengths)
-        tokens = self.encode_tokens(with_boundaries)  # [B, T+2, P]
-        tokens = tokens * boundary_mask.unsqueeze(-1).to(tokens.dtype)
-        layers = self._run_bidirectional(tokens, lengths + 2)  # [B, L+1, T+2, 2P]
+        tokens = self.encode_tokens(char_ids)  # [B, T, P]
+        layers, boundary_mask = self.layers_from_token_vectors(
+            tokens, token_mask, time_chunk=time_chunk
+        )  # [B, L+1, T+2, 2P], [B, T+2]
         if keep_sentence_boundaries:
             return BiLMOutput(layers=layers, mask=boundary_mask)
         steps = char_ids.shape[1]
         trimmed = layers[:, :, 1 : steps + 1] * token_mask[:, None, :, None].to(layers.dtype)
         return BiLMOutput(layers=trimmed, mask=token_mask)
 
-    def _run_bidirectional(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def layers_from_token_vectors(
+        self, tokens: torch.Tensor, mask: torch.Tensor, *, time_chunk: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The biLM's second half: token vectors -> <S>/</S> added -> both directions -> layers.
+
+        tokens [B, T, P] (left-aligned, zeros at padding), mask [B, T] bool. Returns layers
+        [B, L+1, T+2, 2P] (layer 0 = the token vector twice) and the mask [B, T+2] of the
+        positions with <S> and </S>. Callers with their own token vectors (a cached
+        vocabulary) get exactly what forward(..., keep_sentence_boundaries=True) gives.
+
+        time_chunk: run the LSTMs that many steps at a time, carrying each direction's state
+        from chunk to chunk (the backward direction reads the reversed sentence, so its chunks
+        are in its own processing order). The same computation as one call, in the working
+        memory of `time_chunk` steps: for very long sentences.
+        """
+        batch, steps, _ = tokens.shape
+        lengths = mask.sum(dim=1)  # [B]
+        positions = torch.arange(steps + 2, device=tokens.device)
+        if not torch.equal(mask, positions[:steps].unsqueeze(0) < lengths.unsqueeze(1)):
+            raise ValueError(
+                "a padding slot comes before a real token; each row's tokens must be "
+                "left-aligned (as batch_to_ids makes them)"
+            )
+        if time_chunk is not None and time_chunk < 1:
+            raise ValueError(f"time_chunk must be >= 1, got {time_chunk}")
+        bos, eos = self.boundary_vectors(tokens.device)
+        wrapped = tokens.new_zeros(batch, steps + 2, tokens.shape[-1])  # [B, T+2, P]
+        wrapped[:, 1 : steps + 1] = tokens
+        wrapped[:, 0] = bos.to(wrapped.dtype)
+        wrapped[torch.arange(batch, device=tokens.device), lengths + 1] = eos.to(wrapped.dtype)
+        boundary_mask = positions.unsqueeze(0) < (lengths + 2).unsqueeze(1)  # [B, T+2]
+        wrapped = wrapped * boundary_mask.unsqueeze(-1).to(wrapped.dtype)
+        layers = self._run_bidirectional(wrapped, lengths + 2, time_chunk or steps + 2)
+        return layers, boundary_mask
+
+    def _run_bidirectional(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, time_chunk: int
+    ) -> torch.Tensor:
         """tokens [B, T, P] with boundaries, lengths [B] -> layers [B, L+1, T, 2P]."""
-        batch = tokens.shape[0]
-        reverse_index = _reverse_index(lengths, tokens.shape[1]).to(tokens.device)
-        backward_tokens = _gather_time(tokens, reverse_index)
-        inputs = torch.stack([tokens, backward_tokens])  # [2, B, T, P]
-        outputs, final = self.lstm(inputs, lengths, self._initial_state(batch, tokens))
-        if self.state_policy == "carry":
-            self._store_state(final)
+        batch, steps, size = tokens.shape
+        reverse_index = _reverse_index(lengths, steps).to(tokens.device)
+        inputs = torch.stack([tokens, _gather_time(tokens, reverse_index)])  # [2, B, T, P]
+        state = self._initial_state(batch, tokens)
+        lengths = lengths.to("cpu")
+        chunk_outputs: list[list[torch.Tensor]] = []  # per chunk, per layer [2, B, chunk, P]
+        for start in range(0, steps, time_chunk):
+            chunk_lengths = (lengths - start).clamp(0, time_chunk)
+            outputs, state = self.lstm(
+                inputs[:, :, start : start + time_chunk], chunk_lengths, state
+            )
+            chunk_outputs.append(outputs)
+        if self.state_policy == "carry" and state is not None:
+            self._store_state(state)
         # Written in place: cat + stack held every layer twice (~90 MB at batch 64, P = 512).
-        size = tokens.shape[-1]
-        layers = tokens.new_empty(batch, len(outputs) + 1, tokens.shape[1], 2 * size)
+        layers = tokens.new_empty(batch, self.config.n_layers + 1, steps, 2 * size)
         layers[:, 0, :, :size] = tokens
         layers[:, 0, :, size:] = tokens
-        for index, output in enumerate(outputs, start=1):
-            layers[:, index, :, :size] = output[0]
-            layers[:, index, :, size:] = _gather_time(output[1], reverse_index)
+        for index in range(self.config.n_layers):
+            pieces = [outputs[index] for outputs in chunk_outputs]
+            output = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+            layers[:, index + 1, :, :size] = output[0]
+            layers[:, index + 1, :, size:] = _gather_time(output[1], reverse_index)
         return layers
 
     def language_model_forward(
@@ -218,27 +286,6 @@ class BiLM(nn.Module):
             raise ValueError("character ids must be in 0..261 (see elmokit.chars)")
         device = self.token_encoder.char_embed.weight.device
         return char_ids.to(device=device, dtype=torch.long)
-
-
-def _add_sentence_boundaries(
-    char_ids: torch.Tensor, lengths: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, T, 50] -> [B, T+2, 50] with <S> first and </S> after each row's last token."""
-    batch, steps, _ = char_ids.shape
-    bos = torch.tensor(BOS_CHAR_IDS, device=char_ids.device)
-    eos = torch.tensor(EOS_CHAR_IDS, device=char_ids.device)
-    wrapped = torch.zeros(
-        batch, steps + 2, MAX_CHARS_PER_TOKEN, dtype=torch.long, device=char_ids.device
-    )
-    wrapped[:, 1 : steps + 1] = char_ids
-    wrapped[:, 0] = bos
-    rows = torch.arange(batch, device=char_ids.device)
-    wrapped[rows, lengths + 1] = eos
-    positions = torch.arange(steps + 2, device=char_ids.device).unsqueeze(0)
-    mask = positions < (lengths + 2).unsqueeze(1)
-    # Positions past </S> may hold tokens only if the input had gaps; mask them out.
-    wrapped = wrapped * mask.unsqueeze(-1)
-    return wrapped, mask
 
 
 def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:

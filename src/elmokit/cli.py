@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+# Re-exported: commands used to import these from here.
+from elmokit.commands._common import CommandError, positive_int
+
+__all__ = ["CommandError", "build_parser", "main", "positive_int"]
 
 # Module names under elmokit.commands; each provides register(subparsers).
 COMMAND_MODULES = (
@@ -21,20 +27,14 @@ COMMAND_MODULES = (
 )
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts that must be >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-class CommandError(Exception):
-    """An error meant for the user: printed as one line, exit code 2, no traceback."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmokit", description=__doc__)
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, show the full Python traceback instead of one line "
+        "(also: ELMOKIT_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"elmokit.commands.{name}")
@@ -48,10 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = args.traceback or os.environ.get("ELMOKIT_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
     except (CommandError, FileNotFoundError, ValueError, TypeError, OSError) as error:
-        print(f"elmokit {args.command}: error: {error}", file=sys.stderr)
+        if debug:
+            raise
+        # Messages about the user's files need no traceback; anything else may be a bug.
+        plain = (CommandError, FileNotFoundError, FileExistsError, PermissionError)
+        hint = "" if isinstance(error, plain) else " (elmokit --traceback ... shows where)"
+        print(f"elmokit {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"elmokit {args.command}: interrupted", file=sys.stderr)
@@ -59,8 +65,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m elmokit.cli`, this file is `__main__`, not `elmokit.cli`: go through the
-    # package module so commands and this entry point share one CommandError class.
-    from elmokit.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

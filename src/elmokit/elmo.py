@@ -25,13 +25,9 @@ import torch
 from torch import nn
 
 from elmokit.bilm import BiLM, StatePolicy
-from elmokit.chars import BOS_TOKEN, EOS_TOKEN, MAX_CHARS_PER_TOKEN, batch_to_ids
+from elmokit.chars import MAX_CHARS_PER_TOKEN, batch_to_ids
 from elmokit.loading import load
 from elmokit.modules.scalar_mix import ScalarMix
-
-# Vocabulary words are encoded in chunks of this many to bound the char CNN's memory
-# (the CNN activations for 2048 filters x 50 positions are ~400 KB per token).
-_CACHE_CHUNK = 2048
 
 
 class Elmo(nn.Module):
@@ -117,11 +113,9 @@ class Elmo(nn.Module):
         # state_dict (100k words at P = 512 would add 200 MB) and are rebuilt after a load.
         self._vocab_char_ids: torch.Tensor
         self._token_cache: torch.Tensor
-        self._boundary_vectors: torch.Tensor
         no_words = torch.zeros(0, MAX_CHARS_PER_TOKEN, dtype=torch.long)
         self.register_buffer("_vocab_char_ids", no_words, persistent=False)
         self.register_buffer("_token_cache", torch.zeros(0), persistent=False)
-        self.register_buffer("_boundary_vectors", torch.zeros(0), persistent=False)
         if vocab_to_cache is not None:
             words = list(vocab_to_cache)
             if not words:
@@ -167,14 +161,8 @@ class Elmo(nn.Module):
         construction and after load_state_dict; call it after editing bilm weights by hand)."""
         if not self.has_cached_vocab or self.requires_grad:
             return
-        chunks = [
-            self.bilm.encode_tokens(self._vocab_char_ids[start : start + _CACHE_CHUNK])
-            for start in range(0, self.vocab_size, _CACHE_CHUNK)
-        ]
-        self._token_cache = torch.cat(chunks)  # [V, P]; row 0 is zero (all-zero char ids)
-        self._boundary_vectors = self.bilm.encode_tokens(
-            batch_to_ids([[BOS_TOKEN, EOS_TOKEN]])[0].to(self._vocab_char_ids.device)
-        )  # [2, P]: <S>, </S>
+        # [V, P]; row 0 is zero (all-zero char ids). encode_tokens bounds the CNN's memory.
+        self._token_cache = self.bilm.encode_tokens(self._vocab_char_ids)
 
     # -- forward ------------------------------------------------------------------------
 
@@ -256,14 +244,7 @@ class Elmo(nn.Module):
             # The char CNN is being trained, so a cache would go stale: run it on the words.
             return self._bilm_layers_from_chars(self._vocab_char_ids[word_ids])
         with torch.no_grad():
-            layers, mask = bilm_layers_from_token_vectors(
-                self.bilm,
-                self._token_cache[word_ids],
-                word_ids > 0,
-                self._boundary_vectors[0],
-                self._boundary_vectors[1],
-            )
-        return layers, mask
+            return self.bilm.layers_from_token_vectors(self._token_cache[word_ids], word_ids > 0)
 
     def _check_word_ids(self, word_ids: torch.Tensor) -> torch.Tensor:
         if word_ids.dtype not in (torch.int64, torch.int32):
@@ -274,38 +255,6 @@ class Elmo(nn.Module):
                 f"{int(word_ids.min())}..{int(word_ids.max())}"
             )
         return word_ids.to(device=self._vocab_char_ids.device, dtype=torch.long)
-
-
-def bilm_layers_from_token_vectors(
-    bilm: BiLM,
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    bos: torch.Tensor,
-    eos: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The biLM layers from precomputed token vectors, skipping the char CNN.
-
-    tokens [B, T, P] (left-aligned, zeros at padding), mask [B, T] bool, bos/eos [P]: the
-    token vectors of <S> and </S>. Returns layers [B, L+1, T+2, 2P] and mask [B, T+2], exactly
-    what `bilm(char_ids, keep_sentence_boundaries=True)` gives for the same tokens (and the
-    biLM's state policy applies the same way).
-    """
-    batch, steps, _ = tokens.shape
-    lengths = mask.sum(dim=1)  # [B]
-    positions = torch.arange(steps + 2, device=tokens.device)
-    if not torch.equal(mask, positions[:steps].unsqueeze(0) < lengths.unsqueeze(1)):
-        raise ValueError(
-            "word ids have padding (0) before a real word; each row must be left-aligned"
-        )
-    wrapped = tokens.new_zeros(batch, steps + 2, tokens.shape[-1])  # [B, T+2, P]
-    wrapped[:, 1 : steps + 1] = tokens
-    wrapped[:, 0] = bos
-    wrapped[torch.arange(batch, device=tokens.device), lengths + 1] = eos
-    boundary_mask = positions.unsqueeze(0) < (lengths + 2).unsqueeze(1)  # [B, T+2]
-    wrapped = wrapped * boundary_mask.unsqueeze(-1).to(wrapped.dtype)
-    # BiLM.forward's own second half; _run_bidirectional also stores carried state.
-    layers = bilm._run_bidirectional(wrapped, lengths + 2)
-    return layers, boundary_mask
 
 
 def elmo_layer_weights(elmo: Elmo) -> list[list[float]]:

@@ -12,9 +12,9 @@ tokens, and since the LSTM runs every step on at least MIN_GEMM_ROWS rows, a bat
 `max(rows, MIN_GEMM_ROWS) * length` exceeds it is run in time chunks, carrying each
 direction's LSTM state from chunk to chunk (the backward direction reads the reversed
 sentence, so its chunks are also in its own processing order). That is the same computation as
-one call, so a 10,000-token line works in the memory of an ordinary batch. The char CNN sees
-each distinct token of a batch once, in calls of at most ENCODE_ROWS rows padded to a power of
-two, which bounds its working memory and the number of shapes the kernels see.
+one call (`BiLM.layers_from_token_vectors`), so a 10,000-token line works in the memory of an
+ordinary batch. The char CNN sees each distinct token of a batch once, in calls of bounded,
+bucketed size (`BiLM.encode_tokens`).
 `max_sentence_tokens` is different: it splits long sentences into independent pieces (each
 with its own <S> and </S>), which changes their vectors, for users who want bounded context.
 """
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from elmokit.bilm import BiLM
-from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, token_to_char_ids
+from elmokit.chars import batch_to_ids
 from elmokit.io.features import (
     MODEL_ATTR,
     PRECISION_ATTR,
@@ -43,16 +43,15 @@ from elmokit.io.features import (
     shard_path,
 )
 from elmokit.modules.lstm import MIN_GEMM_ROWS
+from elmokit.tokenizers import Tokenize, make_tokenizer
 
 DEFAULT_MAX_TOKENS_PER_BATCH = 4096
 DEFAULT_WINDOW_BATCHES = 16
 DEFAULT_CHECKPOINT_EVERY = 1000
-ENCODE_ROWS = 512  # distinct tokens per char-CNN call
 
 K = TypeVar("K")
 SentenceInput = str | Sequence[str]
 Transform = Callable[[np.ndarray], np.ndarray]
-Tokenize = Literal["whitespace", "moses"]
 
 
 class InputError(ValueError):
@@ -63,9 +62,9 @@ class Embedder:
     """Embeds tokenised or raw sentences with a biLM; see the module docstring.
 
     model: a BiLM or anything `elmokit.load` accepts (with `weights` for an options.json).
-    tokenize: how `str` sentences become tokens: None or "whitespace" splits on whitespace
-    (pre-tokenised text), "moses" runs the sacremoses English tokeniser. Token lists are used
-    as they are.
+    tokenize: how `str` sentences become tokens (elmokit.tokenizers): None or "whitespace"
+    splits on whitespace (pre-tokenised text), "moses" runs the sacremoses tokeniser for
+    `lang`. Token lists are used as they are.
     """
 
     def __init__(
@@ -79,6 +78,7 @@ class Embedder:
         weights: str | Path | None = None,
         max_sentence_tokens: int | None = None,
         window_batches: int = DEFAULT_WINDOW_BATCHES,
+        lang: str = "en",
     ) -> None:
         if isinstance(model, BiLM):
             self.model = model.to(device).eval()
@@ -103,15 +103,7 @@ class Embedder:
         self.max_tokens_per_batch = max_tokens_per_batch or DEFAULT_MAX_TOKENS_PER_BATCH
         self.max_sentence_tokens = max_sentence_tokens
         self.window_batches = window_batches
-        if tokenize not in (None, "whitespace", "moses"):
-            raise ValueError(f"tokenize must be None, 'whitespace' or 'moses', got {tokenize!r}")
-        self._moses: Callable[[str], list[str]] | None = None
-        if tokenize == "moses":
-            from sacremoses import MosesTokenizer
-
-            tokenizer = MosesTokenizer(lang="en")
-            # escape=False: the biLM was trained on plain text, not on HTML-escaped "&amp;".
-            self._moses = lambda text: tokenizer.tokenize(text, escape=False)
+        self._split = make_tokenizer(tokenize, lang)
 
     @property
     def n_layers(self) -> int:
@@ -127,7 +119,7 @@ class Embedder:
 
     def tokenize(self, sentence: SentenceInput) -> list[str]:
         if isinstance(sentence, str):
-            return self._moses(sentence) if self._moses is not None else sentence.split()
+            return self._split(sentence)
         if not isinstance(sentence, Sequence):
             raise TypeError(
                 f"a sentence must be a str or a list of str tokens, got {type(sentence).__name__}"
@@ -324,72 +316,13 @@ class Embedder:
     # -- biLM calls ----------------------------------------------------------------------------
 
     def _forward(self, sentences: list[list[str]]) -> torch.Tensor:
-        """[B, L+1, T, 2P] on the CPU, the LSTM in one call or in time chunks."""
+        """[B, L+1, T, 2P] on the CPU, the LSTM in one call or in time chunks (module doc)."""
         rows = max(len(sentences), MIN_GEMM_ROWS)
         steps = max(len(sentence) for sentence in sentences) + 2  # with <S> and </S>
         budget = self.max_tokens_per_batch
-        chunk = steps if rows * steps <= budget else max(1, budget // rows)
+        chunk = None if rows * steps <= budget else max(1, budget // rows)
         with torch.inference_mode():
-            return self._run_bilm(sentences, chunk).cpu()
-
-    def _encode_tokens(self, sentences: list[list[str]]) -> torch.Tensor:
-        """Token vectors [B, T+2, P] with <S> and </S>, zero past each sentence's end.
-
-        Each distinct token is encoded once, in calls of ENCODE_ROWS rows or fewer padded to a
-        power of two: the allocator and BLAS keep buffers per call shape, and with as many
-        shapes as batches (BiLM.encode_tokens' way) the process grew by hundreds of MB.
-        """
-        model = self.model
-        device = model.token_encoder.char_embed.weight.device
-        slot_of: dict[tuple[int, ...], int] = {}  # char ids -> row of `table` (0: padding)
-        steps = max(len(sentence) for sentence in sentences) + 2
-        index = torch.zeros(len(sentences), steps, dtype=torch.long)
-        for row, sentence in enumerate(sentences):
-            ids = [BOS_CHAR_IDS, *(token_to_char_ids(token) for token in sentence), EOS_CHAR_IDS]
-            index[row, : len(ids)] = torch.tensor(
-                [slot_of.setdefault(char_ids, len(slot_of) + 1) for char_ids in ids]
-            )
-        distinct = list(slot_of)
-        table = torch.zeros(len(distinct) + 1, model.config.projection_dim, device=device)
-        for start in range(0, len(distinct), ENCODE_ROWS):
-            piece = distinct[start : start + ENCODE_ROWS]
-            size = max(MIN_GEMM_ROWS, 1 << (len(piece) - 1).bit_length())
-            padded = torch.tensor(piece + [BOS_CHAR_IDS] * (size - len(piece)), device=device)
-            table[start + 1 : start + 1 + len(piece)] = model.token_encoder(padded)[: len(piece)]
-        return table[index.to(device)]
-
-    def _run_bilm(self, sentences: list[list[str]], chunk: int) -> torch.Tensor:
-        """BiLM.forward's computation with the LSTM run `chunk` steps at a time, each
-        direction's state carried over (module docstring); the same numbers as BiLM.forward."""
-        model = self.model
-        tokens = self._encode_tokens(sentences)
-        device = tokens.device
-        lengths = torch.tensor([len(sentence) + 2 for sentence in sentences])
-        steps = tokens.shape[1]
-        positions = torch.arange(steps).unsqueeze(0)
-        reverse = torch.where(
-            positions < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - positions, positions
-        ).to(device)
-        backward = _gather_time(tokens, reverse)
-        state = None
-        pieces: list[list[torch.Tensor]] = [[] for _ in range(model.config.n_layers)]
-        for start in range(0, steps, chunk):
-            span = slice(start, start + chunk)
-            inputs = torch.stack([tokens[:, span], backward[:, span]])
-            outputs, state = model.lstm(inputs, (lengths - start).clamp(0, chunk), state)
-            for layer, output in enumerate(outputs):
-                pieces[layer].append(output)
-        layers = [torch.cat([tokens, tokens], dim=-1)]
-        for layer_pieces in pieces:
-            both = torch.cat(layer_pieces, dim=2)  # [2, B, steps, P]
-            layers.append(torch.cat([both[0], _gather_time(both[1], reverse)], dim=-1))
-        stacked = torch.stack(layers, dim=1)[:, :, 1 : steps - 1]  # drop <S> and the last slot
-        mask = torch.arange(steps - 2).unsqueeze(0) < (lengths - 2).unsqueeze(1)
-        return stacked * mask[:, None, :, None].to(device=device, dtype=stacked.dtype)
-
-
-def _gather_time(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+            return self.model(batch_to_ids(sentences), time_chunk=chunk).layers.cpu()
 
 
 # -- files -----------------------------------------------------------------------------------

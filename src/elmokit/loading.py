@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from elmokit.bilm import BiLM, StatePolicy
-from elmokit.io.checkpoint import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
+from elmokit.io.native import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 from elmokit.io.weights_hdf5 import load_bilm
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "models"
@@ -24,6 +24,17 @@ def bundled_models() -> list[str]:
     if not BUNDLED_DIR.is_dir():
         return []
     return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_NAME).exists())
+
+
+def native_directory(name_or_path: str | Path) -> Path | None:
+    """The native model directory behind a bundled name or a path, else None."""
+    name = str(name_or_path)
+    if name in bundled_models():
+        return BUNDLED_DIR / name
+    path = Path(name_or_path)
+    if path.is_dir() and (path / WEIGHTS_NAME).exists():
+        return path
+    return None
 
 
 def resolve_published_pair(path: Path) -> tuple[Path, Path] | None:
@@ -53,12 +64,10 @@ def load(
     """Load a biLM (eval mode) by bundled name, path or published name; see module doc."""
     if weights is not None:
         return load_bilm(name_or_path, weights, state_policy=state_policy).to(device).eval()
-    name = str(name_or_path)
-    if name in bundled_models():
-        return from_pretrained(BUNDLED_DIR / name, state_policy, device).eval()
-    path = Path(name_or_path)
-    if path.is_dir() and (path / WEIGHTS_NAME).exists():
-        return from_pretrained(path, state_policy, device).eval()
+    native = native_directory(name_or_path)
+    if native is not None:
+        return from_pretrained(native, state_policy, device).eval()
+    name, path = str(name_or_path), Path(name_or_path)
     if path.exists():
         pair = resolve_published_pair(path)
         if pair is None:

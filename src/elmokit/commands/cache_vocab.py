@@ -16,8 +16,12 @@ from typing import Any
 import numpy as np
 
 from elmokit.chars import token_to_char_ids
-from elmokit.cli import positive_int
-from elmokit.commands.embed import UsageError, add_model_arguments, model_argument
+from elmokit.commands._common import (
+    CommandError,
+    add_model_arguments,
+    model_argument,
+    positive_int,
+)
 from elmokit.io.features import write_token_embeddings
 from elmokit.loading import load
 
@@ -45,7 +49,7 @@ def read_vocab(path: Path) -> Iterator[str]:
             try:
                 yield raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
-                raise UsageError(f"{path}: line {number} is not valid UTF-8") from None
+                raise CommandError(f"{path}: line {number} is not valid UTF-8") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from elmokit.io.checkpoint import save_pretrained
+from elmokit.io.native import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from elmokit.io.weights_hdf5 import save_bilm
 from elmokit.loading import load
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     names = (
         [HDF5_OPTIONS_NAME, HDF5_WEIGHTS_NAME]
         if args.to == "hdf5"
-        else ["config.json", "model.safetensors"]
+        else [CONFIG_NAME, WEIGHTS_NAME]
     )
     existing = [name for name in names if (target / name).exists()]
     if existing and not args.overwrite:

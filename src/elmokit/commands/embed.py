@@ -21,44 +21,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from elmokit.cli import CommandError, positive_int
+from elmokit.commands._common import (
+    CommandError,
+    add_model_arguments,
+    model_argument,
+    positive_int,
+)
 from elmokit.embedder import DEFAULT_CHECKPOINT_EVERY, Embedder, check_embed_paths, make_spec
 from elmokit.io.features import find_shards, merge_shards, parse_layers, parse_mix, partial_path
-from elmokit.loading import bundled_models
 from elmokit.modules.fast_inference import INFERENCE_MODES
+from elmokit.tokenizers import TOKENIZERS
 
-DEFAULT_MODEL = "elmokit-small-en"
 # A rank that finishes early waits this long at the final barrier for the slowest one.
 MERGE_BARRIER_TIMEOUT = timedelta(hours=48)
-
-
-class UsageError(CommandError, ValueError):
-    """CommandError that is also a ValueError: under `python -m elmokit.cli` the module runs as
-    __main__, whose CommandError is a different class than elmokit.cli.CommandError, and
-    main() still prints a ValueError as a one-line error."""
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        help=f"bundled model name, model directory, options.json or published name "
-        f"(default: the bundled {DEFAULT_MODEL}, if installed)",
-    )
-    parser.add_argument("--weights", help="weight file (.hdf5), when --model is an options.json")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch")
-
-
-def model_argument(args: argparse.Namespace) -> str:
-    if args.model:
-        return str(args.model)
-    if DEFAULT_MODEL in bundled_models():
-        return DEFAULT_MODEL
-    raise UsageError(
-        f"no --model given and the default bundled model {DEFAULT_MODEL} is not installed; "
-        "pass --model NAME_OR_PATH (a model directory, an options.json with --weights, "
-        "or a published name such as 'small')"
-    )
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -120,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="split lines longer than N tokens into independent pieces (each with its own "
         "<S> </S>), joined in the output; default: every line whole",
     )
-    parser.add_argument("--tokenize", choices=("whitespace", "moses"), default="whitespace")
+    parser.add_argument("--tokenize", choices=TOKENIZERS, default="whitespace")
+    parser.add_argument("--lang", default="en", help="language of the Moses tokeniser")
     parser.add_argument(
         "--precision",
         choices=INFERENCE_MODES,
@@ -168,9 +144,9 @@ def _distributed_env() -> tuple[int, int]:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
     except ValueError as error:
-        raise UsageError(f"RANK / WORLD_SIZE must be integers: {error}") from None
+        raise CommandError(f"RANK / WORLD_SIZE must be integers: {error}") from None
     if world > 1 and not 0 <= rank < world:
-        raise UsageError(f"RANK={rank} is not in 0..{world - 1} (WORLD_SIZE={world})")
+        raise CommandError(f"RANK={rank} is not in 0..{world - 1} (WORLD_SIZE={world})")
     return (rank, world) if world > 1 else (0, 1)
 
 
@@ -196,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_tokens_per_batch=args.max_batch_tokens,
         tokenize=args.tokenize,
+        lang=args.lang,
         weights=args.weights,
         max_sentence_tokens=args.max_tokens,
     )

@@ -6,17 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-from elmokit.cli import CommandError
+from elmokit.commands._common import CommandError
+from elmokit.tokenizers import TOKENIZERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="perplexity of a trained biLM (native directory with softmax) on text"
     )
-    parser.add_argument("model", help="native model directory saved by training (has a softmax)")
+    parser.add_argument(
+        "model", help="bundled model name or native model directory with a softmax (training's)"
+    )
     parser.add_argument("text", nargs="+", help="text files, one sentence per line (.gz ok)")
-    parser.add_argument("--vocab", required=True, help="the vocabulary the model was trained with")
-    parser.add_argument("--tokenize", choices=("whitespace", "moses"), default="whitespace")
+    parser.add_argument(
+        "--vocab",
+        help="the vocabulary the model was trained with (default: vocab.txt in the model "
+        "directory)",
+    )
+    parser.add_argument("--tokenize", choices=TOKENIZERS, default="whitespace")
+    parser.add_argument("--lang", default="en", help="language of the Moses tokeniser")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--unroll-steps", type=int, default=20)
     parser.add_argument(
@@ -32,23 +40,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safetensors.torch import load_file
-
-    from elmokit.io.checkpoint import from_pretrained
+    from elmokit.io.native import VOCAB_NAME, from_pretrained, load_softmax
+    from elmokit.loading import native_directory
     from elmokit.training.data import iter_sentences
     from elmokit.training.language_model import BiLanguageModel
     from elmokit.training.trainer import evaluate_perplexity
     from elmokit.vocab import Vocabulary
 
-    vocab = Vocabulary.from_file(args.vocab)
-    bilm = from_pretrained(args.model)
-    tensors = load_file(str(Path(args.model) / "model.safetensors"))
-    softmax = {k[len("softmax.") :]: v for k, v in tensors.items() if k.startswith("softmax.")}
+    directory = native_directory(args.model)
+    if directory is None:
+        raise CommandError(
+            f"{args.model} is not a bundled model name or a native model directory; a "
+            "published HDF5 model has no softmax to evaluate"
+        )
+    vocab_path = Path(args.vocab) if args.vocab else directory / VOCAB_NAME
+    if not vocab_path.exists():
+        raise CommandError(f"{directory} has no {VOCAB_NAME}: pass --vocab")
+    vocab = Vocabulary.from_file(vocab_path)
+    bilm = from_pretrained(directory)
+    softmax = load_softmax(directory)
     if not softmax:
         raise CommandError(f"{args.model} has no softmax (published HDF5 models have none)")
     if softmax["weight"].shape[0] != len(vocab):
         raise CommandError(
-            f"the model's softmax has {softmax['weight'].shape[0]} rows but {args.vocab} has "
+            f"the model's softmax has {softmax['weight'].shape[0]} rows but {vocab_path} has "
             f"{len(vocab)} tokens: pass the vocabulary the model was trained with"
         )
     model = BiLanguageModel(bilm, len(vocab), dropout=0.0)
@@ -56,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     model.to(args.device)
     result = evaluate_perplexity(
         model,
-        lambda: iter_sentences(args.text, args.tokenize),
+        lambda: iter_sentences(args.text, args.tokenize, lang=args.lang),
         vocab,
         batch_size=args.batch_size,
         unroll_steps=args.unroll_steps,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from elmokit.config import BiLMConfig
 from elmokit.initialization import random_bilm
-from elmokit.io.checkpoint import save_pretrained
+from elmokit.io.native import save_pretrained
 from elmokit.io.weights_hdf5 import save_bilm
 
 

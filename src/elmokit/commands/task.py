@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from elmokit.cli import CommandError
+from elmokit.commands._common import CommandError
 
 if TYPE_CHECKING:
     from elmokit.bilm import BiLM
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _default_tasks() -> tuple[str, ...]:
-    from elmokit.tasks.suite import DEFAULT_TASKS
+    from elmokit.tasks.names import DEFAULT_TASKS
 
     return DEFAULT_TASKS
 

@@ -13,7 +13,9 @@ from elmokit.training.config import TrainConfig
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="pre-train or fine-tune a biLM from a TOML config")
-    parser.add_argument("--config", required=True, help="training config (TOML)")
+    parser.add_argument(
+        "--config", required=True, help="training config (TOML, or a run's train_config.json)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--output-dir", help="override output_dir of the config")
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from elmokit.training.trainer import Trainer
 
-    config = TrainConfig.from_toml(args.config)
+    config = TrainConfig.from_file(args.config)
     if args.output_dir:
         config.output_dir = args.output_dir
     if args.max_steps is not None:

@@ -7,7 +7,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from elmokit.cli import positive_int
+from elmokit.commands._common import positive_int
+from elmokit.tokenizers import TOKENIZERS
 from elmokit.training.data import iter_sentences
 from elmokit.vocab import build_vocabulary
 
@@ -35,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--tokenize",
-        choices=("whitespace", "moses"),
+        choices=TOKENIZERS,
         default="whitespace",
         help="whitespace for pre-tokenised text (e.g. the 1B Word Benchmark), moses for raw text",
     )

@@ -31,7 +31,7 @@ from typing import IO, Any
 import h5py
 from tqdm import tqdm
 
-from elmokit import __version__
+from elmokit._version import __version__
 
 logger = logging.getLogger(__name__)
 

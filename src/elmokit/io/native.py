@@ -1,7 +1,10 @@
 """Native model directories: `config.json` (options.json structure) + `model.safetensors`.
 
-safetensors holds only tensors, so loading a model never executes code from the file.
-Extra tensors (a trained softmax, for instance) live in the same file under their own prefix.
+The one home of the native format: file names, the config layout, and the trained softmax,
+which lives in the same safetensors file under SOFTMAX_PREFIX (`softmax.weight` [V, P],
+`softmax.bias` [V]) beside the biLM's own tensors. safetensors holds only tensors, so loading a
+model never executes code from the file. Training checkpoints (training/checkpoint.py) are a
+native model directory plus the optimizer and trainer state.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from elmokit.config import BiLMConfig
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+SOFTMAX_PREFIX = "softmax."
+VOCAB_NAME = "vocab.txt"  # the training vocabulary, saved beside a model that has a softmax
 
 
 def save_pretrained(
@@ -30,18 +35,24 @@ def save_pretrained(
     extra_tensors: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype = torch.float32,
     metadata: dict[str, Any] | None = None,
+    softmax: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write `directory/config.json` and `directory/model.safetensors` (atomically each).
 
+    softmax: a trained softmax's state_dict (weight, bias), stored under SOFTMAX_PREFIX.
     dtype=torch.float16 halves the file; loading casts back to float32.
     """
+    extra_tensors = {
+        **(extra_tensors or {}),
+        **{SOFTMAX_PREFIX + name: value for name, value in (softmax or {}).items()},
+    }
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {
         name: tensor.detach().to("cpu", dtype).contiguous()
         for name, tensor in model.state_dict().items()
     }
-    for name, tensor in (extra_tensors or {}).items():
+    for name, tensor in extra_tensors.items():
         if name in tensors:
             raise ValueError(f"extra tensor {name!r} clashes with a biLM parameter")
         tensors[name] = tensor.detach().to("cpu", dtype).contiguous()
@@ -80,6 +91,24 @@ def load_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{path} is not a readable safetensors file: {error}") from None
+
+
+def split_softmax(
+    tensors: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A native file's tensors -> (the biLM's and other tensors, the softmax's without prefix)."""
+    rest = {k: v for k, v in tensors.items() if not k.startswith(SOFTMAX_PREFIX)}
+    softmax = {
+        k[len(SOFTMAX_PREFIX) :]: v for k, v in tensors.items() if k.startswith(SOFTMAX_PREFIX)
+    }
+    return rest, softmax
+
+
+def load_softmax(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The trained softmax of a native model directory ({} if it has none or is not one)."""
+    if not (Path(directory) / WEIGHTS_NAME).exists():
+        return {}
+    return split_softmax(load_tensors(directory))[1]
 
 
 def from_pretrained(

@@ -12,7 +12,6 @@ gate columns in TF order [i, j, f, o]; `B[d]` has no forget bias (+1 is added at
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,17 +19,13 @@ import torch
 from torch import nn
 
 from elmokit.config import BiLMConfig
+from elmokit.modules import fast_lstm
 from elmokit.modules.fast_inference import (  # MIN_GEMM_ROWS: see there
     MIN_GEMM_ROWS,
     InferenceMode,
-    PackedLinear,
     WeightCache,
     use_fast_path,
 )
-
-# The inference path computes the input half of the gates for this many values at a time
-# (rows x 4H), bounding its memory (16 MB) instead of holding [B, T, 4H] for the whole batch.
-_INPUT_GATE_CHUNK = 4 * 1024 * 1024
 
 FORGET_BIAS = 1.0
 
@@ -78,11 +73,10 @@ class BiLSTMStack(nn.Module):
             for _ in range(config.n_layers)
         )
         self.dropout = 0.0  # set by training code; applied to every layer input when training
-        # Without autograd the stack runs `_run_inference` (see fast_inference.py).
-        # The exact autograd path by default; "fp32" (oneDNN, 3x faster, within ~1.2e-5) is
-        # opt-in until its memory growth over many batch shapes is bounded.
+        # Without autograd, modes other than "reference" run fast_lstm.run_inference, on
+        # weights it prepares once and keeps here (never part of state_dict).
         self.inference_mode: InferenceMode = "reference"
-        self._inference_weights = WeightCache()
+        self.inference_weights = WeightCache()
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LSTMState:
         n_layers, hidden, proj = (
@@ -125,7 +119,9 @@ class BiLSTMStack(nn.Module):
         c_sorted = state.c.index_select(2, order_dev)
         dropout = self.training and self.dropout > 0
         if not dropout and use_fast_path(self.inference_mode, self.parameters()):
-            outputs, final_h, final_c = self._run_inference(layer_input, active, h_sorted, c_sorted)
+            outputs, final_h, final_c = fast_lstm.run_inference(
+                self, layer_input, active, h_sorted, c_sorted
+            )
         else:
             unpack_index = _unpack_index(sorted_lengths, active, steps).to(inputs.device)
             outputs, final_h, final_c = [], [], []
@@ -208,144 +204,6 @@ class BiLSTMStack(nn.Module):
         packed = torch.cat([*step_outputs, layer_input.new_zeros(2, 1, projection)], dim=1)
         unpacked = packed[:, unpack_index.reshape(-1)].view(2, batch, steps, projection)
         return unpacked, h_last, c_last
-
-    # -- inference ----------------------------------------------------------------------
-
-    def _run_inference(
-        self,
-        layer_input: torch.Tensor,  # [2, B, T, P], rows sorted by length
-        active: list[int],
-        h: torch.Tensor,  # [n_layers, 2, B, P]
-        c: torch.Tensor,  # [n_layers, 2, B, H]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """The same recurrence without autograd, on prepared weights, one direction at a time.
-
-        Time-major and packed: step t works on its first rows[t] rows only, so padding costs
-        nothing in the input product either (the autograd path multiplies all B x T rows).
-        """
-        weights = self._inference_weights.get(
-            self.inference_mode, self.parameters(), self._prepare_inference_weights
-        )
-        _, batch, steps, _ = layer_input.shape
-        rows = [min(max(n, MIN_GEMM_ROWS), batch) for n in active if n > 0]
-        x = layer_input.transpose(1, 2)  # [2, T, B, P] time-major (a view)
-        outputs: list[torch.Tensor] = []
-        final_h: list[torch.Tensor] = []
-        final_c: list[torch.Tensor] = []
-        for index, layer_weights in enumerate(weights):
-            out = x.new_zeros(2, steps, batch, x.shape[-1])
-            h_last, c_last = [], []
-            for direction, (w_input, w_hidden, w_proj) in enumerate(layer_weights):
-                h_d, c_d = self._run_direction(
-                    w_input,
-                    w_hidden,
-                    w_proj,
-                    x[direction],
-                    out[direction],
-                    active,
-                    rows,
-                    h[index, direction],
-                    c[index, direction],
-                )
-                h_last.append(h_d)
-                c_last.append(c_d)
-            if index > 0 and self.config.use_skip_connections:
-                out += x
-            outputs.append(out.transpose(1, 2))
-            final_h.append(torch.stack(h_last))
-            final_c.append(torch.stack(c_last))
-            x = out
-        return outputs, final_h, final_c
-
-    def _run_direction(
-        self,
-        w_input: PackedLinear,
-        w_hidden: PackedLinear,
-        w_proj: PackedLinear,
-        x: torch.Tensor,  # [T, B, in] time-major, rows sorted by length
-        out: torch.Tensor,  # [T, B, P] zeros, written for each row's real steps
-        active: list[int],
-        rows: list[int],  # rows computed at each real step
-        h: torch.Tensor,  # [B, P]
-        c: torch.Tensor,  # [B, H]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = c.shape[1]
-        cell_clip, proj_clip = self.config.cell_clip, self.config.proj_clip
-        starts = [0]
-        for n in rows:
-            starts.append(starts[-1] + n)
-        packed = torch.cat([x[t, :n] for t, n in enumerate(rows)]) if rows else x[0, :0]
-        chunk_rows = max(1, _INPUT_GATE_CHUNK // (4 * hidden))
-        input_gates, chunk_start, chunk_end = packed, 0, 0
-        finished_h: list[torch.Tensor] = []  # rows that ended, last rows first
-        finished_c: list[torch.Tensor] = []
-        running = h.shape[0]
-        # The cell state and tanh(c) o are updated in place in two buffers: fewer allocations
-        # of varying size, which otherwise fragment the heap (+200 MB peak RSS measured on the
-        # original model over 1,000 sentences).
-        c = c.clone()
-        cell_out = torch.empty_like(c)
-        for t, n_rows in enumerate(rows):
-            if starts[t] >= chunk_end:  # the input half of the next steps' gates, bias included
-                chunk_start = starts[t]
-                last = bisect.bisect_right(starts, chunk_start + chunk_rows) - 1
-                chunk_end = max(starts[last], starts[t + 1])
-                input_gates = w_input(packed[chunk_start:chunk_end])
-            n_active = active[t]
-            if n_active < running:
-                finished_h.append(h[n_active:running])
-                finished_c.append(c[n_active:running].clone())
-                running = n_active
-            h, c = h[:n_rows], c[:n_rows]
-            gates = w_hidden(h)
-            gates += input_gates[starts[t] - chunk_start : starts[t + 1] - chunk_start]
-            in_gate, new_input, forget_gate, out_gate = gates.split(hidden, dim=1)
-            gates[:, 2 * hidden :].sigmoid_()  # forget and output gates, adjacent
-            in_gate.sigmoid_()
-            # tanh(x) = 2 sigmoid(2x) - 1: float32 tanh is ~10x slower than sigmoid on CPU
-            # (measured 0.56 ms vs 0.06 ms for 64 x 4096 values), and each step needs two of
-            # them; the result differs from tanh by < 2e-7.
-            c.mul_(forget_gate).addcmul_(in_gate, _tanh_(new_input))
-            if cell_clip is not None:
-                c.clamp_(-cell_clip, cell_clip)
-            hidden_out = _tanh_(torch.mul(c, 2.0, out=cell_out[:n_rows]), doubled=True)
-            h = w_proj(hidden_out.mul_(out_gate))
-            if proj_clip is not None:
-                h.clamp_(-proj_clip, proj_clip)
-            out[t, :n_active] = h[:n_active]
-        if running > 0:
-            finished_h.append(h[:running])
-            finished_c.append(c[:running])
-        return torch.cat(finished_h[::-1]), torch.cat(finished_c[::-1])
-
-    def _prepare_inference_weights(
-        self,
-    ) -> list[list[tuple[PackedLinear, PackedLinear, PackedLinear]]]:
-        """Per layer and direction: (input half with the gate bias, hidden half, projection)."""
-        mode = self.inference_mode
-        prepared = []
-        for layer in cast(list[ProjectedLSTMLayer], list(self.layers)):
-            bias = layer.gate_bias().detach()
-            input_dim = layer.input_dim
-            prepared.append(
-                [
-                    (
-                        # Used on hundreds of rows at once: read in place, no copy (fp32).
-                        PackedLinear(layer.W_0[d, :input_dim], bias[d, 0], mode, prepack=False),
-                        PackedLinear(layer.W_0[d, input_dim:], None, mode),
-                        PackedLinear(layer.W_P[d], None, mode),
-                    )
-                    for d in range(2)
-                ]
-            )
-        return prepared
-
-
-def _tanh_(x: torch.Tensor, doubled: bool = False) -> torch.Tensor:
-    """tanh(x) in place, as 2 sigmoid(2x) - 1; `doubled`: x already holds 2x."""
-    if not doubled:
-        x.mul_(2.0)
-    return x.sigmoid_().mul_(2.0).sub_(1.0)
 
 
 def _unpack_index(sorted_lengths: torch.Tensor, active: list[int], steps: int) -> torch.Tensor:

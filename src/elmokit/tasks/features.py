@@ -6,9 +6,9 @@ cached layers with their own trainable ScalarMix, so an epoch costs only the hea
 
 Extractors:
 - `BiLMExtractor`: all biLM layers [L+1, T, 2P] (layer 0 is the context-free token vector,
-  repeated for both directions as in ELMo), state policy "reset" so that each sentence's
-  features do not depend on what else is in its batch; sentences are sorted by length and
-  batched under a token budget;
+  repeated for both directions as in ELMo), computed by the library's `Embedder` (state policy
+  "reset", so each sentence's features do not depend on what else is in its batch; length
+  bucketing, duplicates computed once, the biLM's inference mode);
 - `StaticExtractor`: static word vectors (e.g. word2vec trained with `train_word2vec` on the
   biLM's own training text) as a one-layer feature [1, T, D], the non-contextual baseline.
 
@@ -35,16 +35,14 @@ import numpy as np
 import torch
 
 from elmokit.bilm import BiLM
-from elmokit.chars import batch_to_ids
+from elmokit.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BATCH_TOKENS = 4000  # tokens (rows x longest) per biLM batch
-DEFAULT_MAX_BATCH_SENTENCES = 64
 
 
 class FeatureExtractor(Protocol):
-    """Anything that turns a batch of token lists into per-sentence [n_layers, T_i, dim]."""
+    """Anything that turns token lists into per-sentence features [n_layers, T_i, dim]."""
 
     @property
     def identity(self) -> str: ...
@@ -55,16 +53,22 @@ class FeatureExtractor(Protocol):
     @property
     def dim(self) -> int: ...
 
+    def extract(self, sentences: Sequence[Sequence[str]]) -> Iterator[torch.Tensor]:
+        """Float32 features of each sentence, lazily, in the input order."""
+        ...
+
     def __call__(self, batch: Sequence[Sequence[str]]) -> list[torch.Tensor]: ...
 
 
 class BiLMExtractor:
-    """Every layer of a frozen biLM, one sentence at a time (state policy "reset")."""
+    """Every layer of a frozen biLM (state policy "reset"), computed by an Embedder."""
 
-    def __init__(self, bilm: BiLM, identity: str | None = None) -> None:
+    def __init__(self, bilm: BiLM, identity: str | None = None, batch_size: int = 64) -> None:
         bilm.state_policy = "reset"
         self.bilm = bilm.eval()
         self._identity = identity or f"bilm:{bilm_fingerprint(bilm)}"
+        device = next(bilm.parameters()).device
+        self.embedder = Embedder(self.bilm, device=device, batch_size=batch_size)
 
     @property
     def identity(self) -> str:
@@ -78,10 +82,12 @@ class BiLMExtractor:
     def dim(self) -> int:
         return self.bilm.config.output_dim
 
-    @torch.no_grad()
+    def extract(self, sentences: Sequence[Sequence[str]]) -> Iterator[torch.Tensor]:
+        for layers in self.embedder.embed_sentences(sentences):  # [L+1, T, 2P] float32
+            yield torch.from_numpy(layers)
+
     def __call__(self, batch: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        output = self.bilm(batch_to_ids(batch))  # layers [B, L+1, T, 2P]
-        return [output.layers[i, :, : len(tokens)].float() for i, tokens in enumerate(batch)]
+        return list(self.extract(batch))
 
 
 class StaticExtractor:
@@ -116,13 +122,14 @@ class StaticExtractor:
                 found += token in self.vectors or token.lower() in self.vectors
         return found / max(total, 1)
 
-    def __call__(self, batch: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    def extract(self, sentences: Sequence[Sequence[str]]) -> Iterator[torch.Tensor]:
         zero = np.zeros(self._dim, dtype=np.float32)
-        out = []
-        for sentence in batch:
+        for sentence in sentences:
             rows = [self.vectors.get(t, self.vectors.get(t.lower(), zero)) for t in sentence]
-            out.append(torch.from_numpy(np.stack(rows).astype(np.float32)).unsqueeze(0))
-        return out
+            yield torch.from_numpy(np.stack(rows).astype(np.float32)).unsqueeze(0)
+
+    def __call__(self, batch: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+        return list(self.extract(batch))
 
 
 def bilm_fingerprint(bilm: BiLM) -> str:
@@ -145,31 +152,11 @@ def sentences_sha1(sentences: Sequence[Sequence[str]]) -> str:
 # -- writing --------------------------------------------------------------------------------
 
 
-def length_sorted_batches(
-    lengths: Sequence[int],
-    max_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-    max_sentences: int = DEFAULT_MAX_BATCH_SENTENCES,
-) -> Iterator[list[int]]:
-    """Indices grouped into batches of similar length: each batch has at most
-    `max_sentences` rows and rows x longest <= max_tokens (a longer sentence goes alone)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    for index in order:
-        longest = lengths[index]  # ascending order: the newest row is the longest
-        if batch and (len(batch) >= max_sentences or (len(batch) + 1) * longest > max_tokens):
-            yield batch
-            batch = []
-        batch.append(index)
-    if batch:
-        yield batch
-
-
 def build_cache(
     extractor: FeatureExtractor,
     sentences: Sequence[Sequence[str]],
     path: str | Path,
     dtype: str = "float16",
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     progress: bool = False,
 ) -> Path:
     """Run `extractor` over every sentence and write the cache file (see module doc)."""
@@ -178,23 +165,19 @@ def build_cache(
         raise ValueError("the feature cache needs non-empty sentences")
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    lengths = [len(sentence) for sentence in sentences]
-    batches = list(length_sorted_batches(lengths, max_tokens=max_batch_tokens))
-    iterator: Any = batches
+    features: Any = extractor.extract(sentences)
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(batches, desc=f"features {path.stem}", unit="batch")
+        features = tqdm(features, total=len(sentences), desc=f"features {path.stem}")
     with h5py.File(partial, "w") as handle:
         handle.attrs["identity"] = extractor.identity
         handle.attrs["sentences_sha1"] = sentences_sha1(sentences)
         handle.attrs["n_sentences"] = len(sentences)
         handle.attrs["n_layers"] = extractor.n_layers
         handle.attrs["dim"] = extractor.dim
-        for batch in iterator:
-            features = extractor([sentences[i] for i in batch])
-            for index, feature in zip(batch, features, strict=True):
-                handle.create_dataset(str(index), data=feature.numpy().astype(dtype))
+        for index, feature in enumerate(features):
+            handle.create_dataset(str(index), data=feature.numpy().astype(dtype))
     os.replace(partial, path)
     return path
 

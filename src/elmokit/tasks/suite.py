@@ -42,6 +42,7 @@ from elmokit.tasks.features import (
     standardize,
     train_word2vec,
 )
+from elmokit.tasks.names import TASK_NAMES
 from elmokit.tasks.pair import PairClassifier, score_pairs, train_pair_classifier
 from elmokit.tasks.probe import PROBE_BUDGET, LinearProbe, score_probe, token_rows, train_probe
 from elmokit.tasks.qa import SpanQA, score_qa, train_qa
@@ -125,7 +126,8 @@ TASKS: dict[str, TaskSpec] = {
         ),
     ]
 }
-DEFAULT_TASKS = ("ner", "sst5", "sick", "wsd", "pos")
+if tuple(TASKS) != TASK_NAMES:  # pragma: no cover - a programming error, caught by any test
+    raise RuntimeError(f"tasks/names.py lists {TASK_NAMES}, the registry has {tuple(TASKS)}")
 
 
 # -- data preparation -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from elmokit.tasks.data import WordNetSenses, WSDInstance, WSDSentence, sense_key_lemma_pos
-from elmokit.tasks.features import FeatureExtractor, length_sorted_batches, sentences_sha1
+from elmokit.tasks.features import FeatureExtractor, sentences_sha1
 
 logger = logging.getLogger(__name__)
 
@@ -74,27 +74,25 @@ def train_centroids(
     sentences: Sequence[WSDSentence],
     progress: bool = False,
 ) -> SenseCentroids:
-    """Stream the sense-tagged sentences through the extractor (length-sorted batches) and
-    average the vectors per sense key; nothing but the sums is kept."""
+    """Stream the sense-tagged sentences through the extractor and average the vectors per
+    sense key; nothing but the sums is kept."""
     tagged = [s for s in sentences if s.instances]
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    batches: Any = list(length_sorted_batches([len(s.tokens) for s in tagged]))
+    features: Any = extractor.extract([s.tokens for s in tagged])
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc="sense centroids", unit="batch")
-    for batch in batches:
-        features = extractor([tagged[i].tokens for i in batch])
-        for index, feature in zip(batch, features, strict=True):
-            for instance in tagged[index].instances:
-                vector = instance_vector(feature, instance)
-                for key in instance.keys:
-                    if key in sums:
-                        sums[key] += vector
-                    else:
-                        sums[key] = vector.clone()
-                    counts[key] = counts.get(key, 0) + 1
+        features = tqdm(features, total=len(tagged), desc="sense centroids")
+    for sentence, feature in zip(tagged, features, strict=True):
+        for instance in sentence.instances:
+            vector = instance_vector(feature, instance)
+            for key in instance.keys:
+                if key in sums:
+                    sums[key] += vector
+                else:
+                    sums[key] = vector.clone()
+                counts[key] = counts.get(key, 0) + 1
     keys = sorted(sums)
     if not keys:
         raise ValueError("no sense-tagged instances to train on")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from elmokit.io.checkpoint import save_pretrained
+from elmokit.io.native import load_tensors, save_pretrained, split_softmax
 from elmokit.training.language_model import BiLanguageModel
 
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -111,7 +111,7 @@ def write_shared_state(
     save_pretrained(
         model.bilm,
         staging,
-        extra_tensors={f"softmax.{k}": v for k, v in model.softmax.state_dict().items()},
+        softmax=model.softmax.state_dict(),
         metadata=metadata,
     )
     tensors, rest = _flatten_optimizer(optimizer.state_dict())
@@ -134,11 +134,7 @@ def publish_checkpoint(staging: Path, step: int, keep: int) -> Path:
 def load_shared_state(
     directory: Path, model: BiLanguageModel, optimizer: torch.optim.Optimizer | None
 ) -> dict[str, Any]:
-    tensors = load_file(str(directory / "model.safetensors"))
-    bilm_state = {k: v for k, v in tensors.items() if not k.startswith("softmax.")}
-    softmax_state = {
-        k[len("softmax.") :]: v for k, v in tensors.items() if k.startswith("softmax.")
-    }
+    bilm_state, softmax_state = split_softmax(load_tensors(directory))
     model.bilm.load_state_dict(bilm_state)
     model.softmax.load_state_dict(softmax_state)
     trainer_state: dict[str, Any] = json.loads(

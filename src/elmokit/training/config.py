@@ -19,20 +19,26 @@ vocab = "runs/ptb/vocab.txt"     # built from `train` if it does not exist
 optimizer = "adam"
 lr = 0.002
 ```
-Relative paths are relative to the config file.
+Relative paths are relative to the config file. The `train_config.json` a run writes into its
+output directory (every path resolved) reads back as a config too:
+`TrainConfig.from_file("runs/x/train_config.json")`, or `elmokit train --config` on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from elmokit.config import BiLMConfig
-from elmokit.training.data import ROW_LAYOUTS, RowLayout, Tokenize
+from elmokit.tokenizers import Tokenize, check_tokenizer
+from elmokit.training.data import ROW_LAYOUTS, RowLayout, iter_sentences
 
 
 @dataclass
@@ -42,10 +48,13 @@ class DataConfig:
     test: list[str] = field(default_factory=list)
     vocab: str = "vocab.txt"
     tokenize: Tokenize = "whitespace"
+    lang: str = "en"  # of the Moses tokeniser
+    # "replace" reads bytes that are not UTF-8 as U+FFFD, in every file: train, valid, test.
     encoding_errors: str = "strict"
     min_count: int = 1
     max_vocab_size: int | None = None
     batch_size: int = 128
+    eval_batch_size: int = 64  # rows of the held-out evaluations
     unroll_steps: int = 20
     shuffle_buffer: int = 0
     max_tokens_per_sentence: int | None = 400
@@ -53,6 +62,20 @@ class DataConfig:
     # (row r reads the r-th contiguous slice, the PTB protocol; held-out text is read the
     # same way). See training/data.py.
     row_layout: RowLayout = "packed"
+
+    def sentences(
+        self, paths: list[str], rank: int = 0, world_size: int = 1
+    ) -> Iterator[list[str]]:
+        """The tokenised sentences of `paths` (training or held-out files), read with this
+        config's tokeniser and encoding rules."""
+        return iter_sentences(
+            paths,
+            self.tokenize,
+            rank=rank,
+            world_size=world_size,
+            lang=self.lang,
+            errors=self.encoding_errors,
+        )
 
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -128,15 +151,18 @@ class TrainConfig:
     init_from: str | None = None  # fine-tuning: a model elmokit.load accepts, or a checkpoint
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> TrainConfig:
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """A TOML config, or the train_config.json of a run (by its suffix)."""
         path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"training config not found: {path}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from None
-        return cls.from_dict(raw, base_dir=path.parent)
+        return cls.from_json(path) if path.suffix == ".json" else cls.from_toml(path)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(_read_mapping(Path(path), "TOML"), base_dir=Path(path).parent)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(_read_mapping(Path(path), "JSON"), base_dir=Path(path).parent)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> TrainConfig:
@@ -155,6 +181,8 @@ class TrainConfig:
         options_file = model_raw.pop("options_file", None)
         if options_file:
             model = BiLMConfig.from_json_file(_resolve(base, options_file))
+        elif "lstm" in model_raw or "char_cnn" in model_raw:
+            model = BiLMConfig.from_options(model_raw)  # options.json layout (train_config.json)
         else:
             model = BiLMConfig(**model_raw)
         data = section("data", DataConfig)
@@ -200,6 +228,15 @@ class TrainConfig:
                 f"[optim] lr_schedule = {self.optim.lr_schedule!r} decays over the planned "
                 "steps: set max_steps or max_epochs (max_minutes alone has no step count)"
             )
+        if self.data.eval_batch_size < 1:
+            raise ValueError(
+                f"[data] eval_batch_size must be >= 1, got {self.data.eval_batch_size}"
+            )
+        if self.data.encoding_errors not in ("strict", "replace"):
+            raise ValueError(
+                "[data] encoding_errors must be strict or replace, "
+                f"got {self.data.encoding_errors!r}"
+            )
         if self.data.row_layout not in ROW_LAYOUTS:
             raise ValueError(
                 f"[data] row_layout must be one of {', '.join(ROW_LAYOUTS)}, "
@@ -209,10 +246,10 @@ class TrainConfig:
             raise ValueError(
                 "[data] row_layout = 'contiguous' reads the corpus in order: set shuffle_buffer = 0"
             )
-        if self.data.tokenize not in ("whitespace", "moses"):
-            raise ValueError(
-                f"[data] tokenize must be whitespace or moses, got {self.data.tokenize!r}"
-            )
+        try:
+            check_tokenizer(self.data.tokenize)
+        except ValueError as error:
+            raise ValueError(f"[data] {error}") from None
         if not (self.optim.max_steps or self.optim.max_epochs or self.optim.max_minutes):
             raise ValueError("[optim] set at least one of max_steps, max_epochs, max_minutes")
 
@@ -228,6 +265,24 @@ class TrainConfig:
         }
 
 
+def _read_mapping(path: Path, kind: str) -> dict[str, Any]:
+    """The top-level table of a TOML or JSON config file, with one-line errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"training config not found: {path}") from None
+    try:
+        raw = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid {kind}: {error}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} does not hold a training config (a {kind} table)")
+    return raw
+
+
 def _resolve(base: Path, value: str) -> str:
+    """An absolute path (so that the train_config.json a run writes reads back anywhere)."""
+    if "://" in value:
+        return value
     path = Path(value).expanduser()
-    return str(path if path.is_absolute() or "://" in value else (base / path))
+    return os.path.abspath(path if path.is_absolute() else base / path)

@@ -35,9 +35,9 @@ from elmokit.chars import (
     MAX_CHARS_PER_TOKEN,
     token_to_char_ids,
 )
+from elmokit.tokenizers import Tokenize, Tokenizer, make_tokenizer
 from elmokit.vocab import Vocabulary
 
-Tokenize = Literal["whitespace", "moses"]
 RowLayout = Literal["packed", "contiguous"]
 ROW_LAYOUTS = ("packed", "contiguous")
 SentenceFactory = Callable[[], Iterable[list[str]]]
@@ -48,7 +48,7 @@ _STATE_VERSION = 1
 _SHUFFLE_DRAW_BLOCK = 4096
 
 
-def _expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
     # A bare string is a Sequence too: iterating it would open one "file" per character.
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -96,30 +96,16 @@ def iter_sentences(
 
     Paths and arguments are checked now; the files are read lazily as the iterator advances.
     """
-    if tokenize not in ("whitespace", "moses"):
-        raise ValueError(f"tokenize must be 'whitespace' or 'moses', got {tokenize!r}")
+    split = make_tokenizer(tokenize, lang)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    files = _expand_paths(paths)
-    split: Callable[[str], list[str]]
-    if tokenize == "moses":
-        # Imported here: sacremoses compiles many regexes at import, which whitespace users
-        # (and every `import elmokit.training.data`) should not pay for.
-        from sacremoses import MosesTokenizer
-
-        moses = MosesTokenizer(lang=lang)
-
-        def split(line: str) -> list[str]:
-            return list(moses.tokenize(line, escape=False))
-
-    else:
-        split = str.split
+    files = expand_paths(paths)
     return _read_sentences(files, split, rank, world_size, errors)
 
 
 def _read_sentences(
     files: list[str],
-    split: Callable[[str], list[str]],
+    split: Tokenizer,
     rank: int,
     world_size: int,
     errors: str,

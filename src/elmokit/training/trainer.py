@@ -31,7 +31,7 @@ from elmokit.initialization import init_bilm_weights
 from elmokit.modules.lstm import LSTMState
 from elmokit.training import checkpoint as ckpt
 from elmokit.training.config import TrainConfig, scheduled_lr
-from elmokit.training.data import RowLayout, StreamBatcher, iter_sentences
+from elmokit.training.data import RowLayout, StreamBatcher, expand_paths
 from elmokit.training.language_model import BiLanguageModel
 from elmokit.vocab import Vocabulary, build_vocabulary
 
@@ -90,11 +90,7 @@ def prepare_vocabulary(
     path = Path(config.data.vocab)
     if not path.exists():
         if context.is_main:
-            sentences = iter_sentences(
-                config.data.train,
-                config.data.tokenize,
-                errors=config.data.encoding_errors,
-            )
+            sentences = config.data.sentences(config.data.train)
             vocab = build_vocabulary(
                 tqdm(sentences, desc="vocabulary", unit=" lines", disable=not progress),
                 min_count=config.data.min_count,
@@ -106,22 +102,33 @@ def prepare_vocabulary(
 
 
 def count_training_tokens(config: TrainConfig, output_dir: Path) -> int:
-    """Forward targets in one pass over the training files (cached in corpus_stats.json)."""
+    """Forward targets in one pass over the training files, cached in corpus_stats.json for
+    as long as the files (path, size, modification time) and the reading settings are the
+    same."""
     stats_path = output_dir / "corpus_stats.json"
-    key = json.dumps(sorted(config.data.train))
+    data = config.data
+    key = {
+        "files": [
+            [path, os.stat(path).st_size, os.stat(path).st_mtime_ns]
+            for path in expand_paths(data.train)
+        ],
+        "tokenize": data.tokenize,
+        "lang": data.lang,
+        "encoding_errors": data.encoding_errors,
+        "max_tokens_per_sentence": data.max_tokens_per_sentence,
+    }
     if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        if stats.get("files") == key:
+        try:
+            stats = json.loads(stats_path.read_text())
+        except json.JSONDecodeError:
+            stats = {}
+        if stats.get("key") == key:
             return int(stats["tokens"])
     tokens = 0
-    limit = config.data.max_tokens_per_sentence
-    for sentence in iter_sentences(
-        config.data.train,
-        config.data.tokenize,
-        errors=config.data.encoding_errors,
-    ):
+    limit = data.max_tokens_per_sentence
+    for sentence in data.sentences(data.train):
         tokens += min(len(sentence), limit or len(sentence)) + 1
-    stats_path.write_text(json.dumps({"files": key, "tokens": tokens}))
+    stats_path.write_text(json.dumps({"key": key, "tokens": tokens}))
     return tokens
 
 
@@ -211,12 +218,8 @@ class Trainer:
         self.planned_steps = self._shared_planned_steps()
         self.current_lr = config.optim.lr
         self.batcher = StreamBatcher(
-            lambda: iter_sentences(
-                config.data.train,
-                config.data.tokenize,
-                rank=self.context.rank,
-                world_size=self.context.world_size,
-                errors=config.data.encoding_errors,
+            lambda: config.data.sentences(
+                config.data.train, rank=self.context.rank, world_size=self.context.world_size
             ),
             self.vocab,
             config.data.batch_size,
@@ -255,13 +258,11 @@ class Trainer:
     def _maybe_load_softmax(self, model: BiLanguageModel, source: str) -> None:
         """Fine-tuning from a native model keeps its softmax when the vocabulary matches;
         a published HDF5 model has none, so a fresh softmax is trained."""
-        weights = Path(source) / "model.safetensors"
-        if not weights.exists():
-            return
-        from safetensors.torch import load_file
+        from elmokit.io.native import load_softmax
+        from elmokit.loading import native_directory
 
-        tensors = load_file(str(weights))
-        softmax = {k[8:]: v for k, v in tensors.items() if k.startswith("softmax.")}
+        directory = native_directory(source)
+        softmax = load_softmax(directory) if directory is not None else {}
         if softmax and softmax["weight"].shape == model.softmax.weight.shape:
             model.softmax.load_state_dict(softmax)
 
@@ -543,9 +544,9 @@ class Trainer:
             return {}
         result = evaluate_perplexity(
             self.model,
-            lambda: iter_sentences(paths, self.config.data.tokenize),
+            lambda: self.config.data.sentences(paths),
             self.vocab,
-            batch_size=64,
+            batch_size=self.config.data.eval_batch_size,
             unroll_steps=self.config.data.unroll_steps,
             row_layout=self.config.data.row_layout,
             device=self.device,
@@ -561,9 +562,9 @@ class Trainer:
         if self.context.is_main:
             result = evaluate_perplexity(
                 self.model,
-                lambda: iter_sentences(self.config.data.valid, self.config.data.tokenize),
+                lambda: self.config.data.sentences(self.config.data.valid),
                 self.vocab,
-                batch_size=64,
+                batch_size=self.config.data.eval_batch_size,
                 unroll_steps=self.config.data.unroll_steps,
                 row_layout=self.config.data.row_layout,
                 max_tokens=max_tokens,
@@ -612,12 +613,12 @@ class Trainer:
 
     def export_final(self) -> Path:
         """The trained model as a native directory (with softmax) in output_dir/model."""
-        from elmokit.io.checkpoint import save_pretrained
+        from elmokit.io.native import save_pretrained
 
         return save_pretrained(
             self.model.bilm,
             self.output_dir / "model",
-            extra_tensors={f"softmax.{k}": v for k, v in self.model.softmax.state_dict().items()},
+            softmax=self.model.softmax.state_dict(),
             metadata={
                 "step": self.state.step,
                 "tokens": self.state.tokens,
