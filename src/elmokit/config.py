@@ -20,6 +20,17 @@ class ConfigError(ValueError):
     """options.json is missing a key, has a bad value, or disagrees with the weights."""
 
 
+# The published AllenNLP models (https://allennlp.org/elmo): LSTM cells, projection (ELMo
+# vectors are twice it), highway layers; all share the 2048-filter char CNN and 2 LSTM layers.
+# The one table of these shapes: BiLMConfig.published and elmokit.io.download read it.
+PUBLISHED_SHAPES: dict[str, tuple[int, int, int]] = {
+    "small": (1024, 128, 1),
+    "medium": (2048, 256, 1),
+    "original": (4096, 512, 2),
+    "original-5.5b": (4096, 512, 2),
+}
+
+
 @dataclass
 class BiLMConfig:
     """Shape and behaviour of a biLM: char CNN token encoder + projected, clipped LSTMs."""
@@ -169,16 +180,11 @@ class BiLMConfig:
 
     @classmethod
     def published(cls, name: str) -> BiLMConfig:
-        """The shapes of the published models: small, medium, original (= original-5.5b)."""
-        shapes = {
-            "small": (1024, 128, 1),
-            "medium": (2048, 256, 1),
-            "original": (4096, 512, 2),
-            "original-5.5b": (4096, 512, 2),
-        }
-        if name not in shapes:
-            raise ValueError(f"unknown published config {name!r}; known: {', '.join(shapes)}")
-        lstm_dim, projection_dim, n_highway = shapes[name]
+        """The shape of a published model (PUBLISHED_SHAPES); other fields as published."""
+        if name not in PUBLISHED_SHAPES:
+            known = ", ".join(PUBLISHED_SHAPES)
+            raise ValueError(f"unknown published config {name!r}; known: {known}")
+        lstm_dim, projection_dim, n_highway = PUBLISHED_SHAPES[name]
         return cls(lstm_dim=lstm_dim, projection_dim=projection_dim, n_highway=n_highway)
 
 

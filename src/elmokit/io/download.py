@@ -32,6 +32,7 @@ import h5py
 from tqdm import tqdm
 
 from elmokit._version import __version__
+from elmokit.config import PUBLISHED_SHAPES
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,22 @@ class PublishedModel:
     name: str
     options_url: str
     weights_url: str
-    lstm_dim: int  # LSTM cell size ("LSTM hidden size" in AllenNLP's table)
-    projection_dim: int  # LSTM output / token vector size; ELMo vectors are twice this
-    n_highway: int
     params_millions: float  # as AllenNLP's table states it; documentation only
     description: str
+    # The expected shape; by default the name's row of config.PUBLISHED_SHAPES (the one table).
+    lstm_dim: int = 0  # LSTM cell size ("LSTM hidden size" in AllenNLP's table)
+    projection_dim: int = 0  # LSTM output / token vector size; ELMo vectors are twice this
+    n_highway: int = 0
     # AllenNLP publishes no checksums for these files; set these if a trusted digest is known.
     options_sha256: str | None = None
     weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.lstm_dim:
+            lstm_dim, projection_dim, n_highway = PUBLISHED_SHAPES[self.name]
+            object.__setattr__(self, "lstm_dim", lstm_dim)
+            object.__setattr__(self, "projection_dim", projection_dim)
+            object.__setattr__(self, "n_highway", n_highway)
         # Both URLs must sit under the default prefix, because a base-URL override (mirror,
         # test server) works by swapping exactly that prefix.
         for url in (self.options_url, self.weights_url):
@@ -101,9 +108,6 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             name="small",
             options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_options.json",  # noqa: E501
             weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
-            lstm_dim=1024,
-            projection_dim=128,
-            n_highway=1,
             params_millions=13.6,
             description="Small: 1B Word Benchmark, 256-d ELMo vectors",
         ),
@@ -111,9 +115,6 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             name="medium",
             options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_options.json",  # noqa: E501
             weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
-            lstm_dim=2048,
-            projection_dim=256,
-            n_highway=1,
             params_millions=28.0,
             description="Medium: 1B Word Benchmark, 512-d ELMo vectors",
         ),
@@ -121,9 +122,6 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             name="original",
             options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_options.json",  # noqa: E501
             weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5",  # noqa: E501
-            lstm_dim=4096,
-            projection_dim=512,
-            n_highway=2,
             params_millions=93.6,
             description="Original: 1B Word Benchmark, 1024-d ELMo vectors (the paper's model)",
         ),
@@ -131,9 +129,6 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             name="original-5.5b",
             options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_options.json",  # noqa: E501
             weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_weights.hdf5",  # noqa: E501
-            lstm_dim=4096,
-            projection_dim=512,
-            n_highway=2,
             params_millions=93.6,
             description="Original (5.5B): Wikipedia + WMT news 2008-2012, 1024-d ELMo vectors",
         ),

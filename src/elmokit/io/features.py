@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import h5py
 import numpy as np
@@ -341,12 +341,25 @@ def _write_sentence_to_index(file: h5py.File, mapping: dict[str, int]) -> None:
     dataset[0] = text
 
 
-class FeatureReader:
-    """Reads a per-sentence feature file (elmokit's or the old AllenNLP command's)."""
+class HDF5Reader:
+    """An HDF5 file open for reading, closed by close() or at the end of a `with` block."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file = h5py.File(self.path, "r")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FeatureReader(HDF5Reader):
+    """Reads a per-sentence feature file (elmokit's or the old AllenNLP command's)."""
 
     def __len__(self) -> int:
         return sum(1 for _ in _line_keys(self._file))
@@ -366,15 +379,6 @@ class FeatureReader:
     def spec(self) -> FeatureSpec | None:
         raw = self._file.attrs.get(SPEC_ATTR)
         return FeatureSpec.from_json(str(raw)) if raw is not None else None
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> FeatureReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- shards -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import torch
 
 from elmokit.bilm import BiLM
 from elmokit.embedder import Embedder
+from elmokit.io.features import HDF5Reader
 
 logger = logging.getLogger(__name__)
 
@@ -212,13 +213,16 @@ def ensure_cache(
 # -- reading --------------------------------------------------------------------------------
 
 
-class FeatureCache:
+class FeatureCache(HDF5Reader):
     """Read a feature cache: `cache[i]` is sentence i's features [n_layers, T_i, D] (float32);
-    `get(i, layers)` and `load(layers)` select layers (e.g. only the top one)."""
+    `get(i, layers)` and `load(layers)` select layers (e.g. only the top one).
+
+    Its own layout rather than `elmokit embed`'s (io/features.py): float16 storage (half the
+    size; the heads do not need more) and an identity key, so a cache is reused only for the
+    same model and sentences."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
+        super().__init__(path)
         attrs = self._file.attrs
         self.identity = str(attrs["identity"])
         self.n_layers = int(attrs["n_layers"])
@@ -267,15 +271,6 @@ class FeatureCache:
         if any(b <= a for a, b in zip(checked, checked[1:], strict=False)):
             raise ValueError(f"layers must be increasing, got {list(layers)}")
         return checked
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> FeatureCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def standardize(features: Sequence[torch.Tensor], eps: float = 1e-6) -> list[torch.Tensor]:

@@ -15,6 +15,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from elmokit.tasks.suite import TaskResult
 
@@ -201,14 +202,28 @@ def markdown_report(
 # -- plots ----------------------------------------------------------------------------------
 
 
-def plot_layer_weights(results: Sequence[TaskResult], path: Path) -> bool:
-    weighted = [r for r in results if r.layer_weights]
-    if not weighted:
-        return False
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(plt: Any, fig: Any, path: Path, dpi: int) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def plot_layer_weights(results: Sequence[TaskResult], path: Path) -> bool:
+    weighted = [r for r in results if r.layer_weights]
+    if not weighted:
+        return False
+    plt = _pyplot()
 
     n_layers = len(weighted[0].layer_weights[0])
     width = 0.8 / n_layers
@@ -229,20 +244,14 @@ def plot_layer_weights(results: Sequence[TaskResult], path: Path) -> bool:
     ax.set_ylabel("softmax(w)")
     ax.set_title("Learned ELMo layer weights per task")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return _save_figure(plt, fig, path, dpi=120)
 
 
 def plot_learning_curves(results: Sequence[TaskResult], path: Path) -> bool:
     curved = [r for r in results if r.curves]
     if not curved:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     columns = min(3, len(curved))
     rows = (len(curved) + columns - 1) // columns
@@ -268,20 +277,14 @@ def plot_learning_curves(results: Sequence[TaskResult], path: Path) -> bool:
         ax.legend(fontsize="x-small")
     for ax in list(axes.flat)[len(curved) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save_figure(plt, fig, path, dpi=110)
 
 
 def plot_by_layer(results: Sequence[TaskResult], path: Path) -> bool:
     layered = [r for r in results if r.by_layer]
     if not layered:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, len(layered), figsize=(4 * len(layered), 3.2), squeeze=False)
     for ax, r in zip(axes.flat, layered, strict=True):
@@ -303,10 +306,7 @@ def plot_by_layer(results: Sequence[TaskResult], path: Path) -> bool:
         ax.set_ylabel(r.metric)
         ax.set_title(r.task)
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save_figure(plt, fig, path, dpi=110)
 
 
 def write_report(

@@ -199,19 +199,27 @@ def _cross_validated(examples: list[D.LabeledSentence], n_folds: int) -> Prepare
     )
 
 
+class _SentenceTable:
+    """Distinct sentences in order of first appearance; id(tokens) is a sentence's index."""
+
+    def __init__(self) -> None:
+        self.sentences: list[list[str]] = []
+        self._index: dict[tuple[str, ...], int] = {}
+
+    def id(self, tokens: list[str]) -> int:
+        key = tuple(tokens)
+        if key not in self._index:
+            self._index[key] = len(self.sentences)
+            self.sentences.append(tokens)
+        return self._index[key]
+
+
 def _pairs(
     train: list[D.SentencePair], dev: list[D.SentencePair], test: list[D.SentencePair]
 ) -> Prepared:
     everything = train + dev + test
-    sentences: list[list[str]] = []
-    index: dict[tuple[str, ...], int] = {}
-
-    def sentence_id(tokens: list[str]) -> int:
-        key = tuple(tokens)
-        if key not in index:
-            index[key] = len(sentences)
-            sentences.append(tokens)
-        return index[key]
+    table = _SentenceTable()
+    sentence_id, sentences = table.id, table.sentences
 
     pairs = [(sentence_id(p.premise), sentence_id(p.hypothesis), p.label) for p in everything]
     return Prepared(
@@ -222,15 +230,8 @@ def _pairs(
 
 
 def _qa(examples: list[D.QAExample], n_folds: int) -> Prepared:
-    sentences: list[list[str]] = []
-    index: dict[tuple[str, ...], int] = {}
-
-    def sentence_id(tokens: list[str]) -> int:
-        key = tuple(tokens)
-        if key not in index:
-            index[key] = len(sentences)
-            sentences.append(tokens)
-        return index[key]
+    table = _SentenceTable()
+    sentence_id, sentences = table.id, table.sentences
 
     context = [sentence_id(e.context) for e in examples]
     question = [sentence_id(e.question) for e in examples]
