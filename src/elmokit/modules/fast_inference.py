@@ -114,7 +114,6 @@ class PackedLinear:
         prepack: bool = True,
     ) -> None:
         weight, bias = weight.detach(), None if bias is None else bias.detach()
-        self.out_features = weight.shape[1]
         self.dtype = weight.dtype
         self.bias = bias
         self._call: Callable[[torch.Tensor], torch.Tensor]

@@ -26,9 +26,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from elmokit.modules.scalar_mix import ScalarMix
 
-BILM_REPRESENTATIONS = ("elmo", "layer0", "top", "layer0+elmo")
-STATIC_REPRESENTATIONS = ("word2vec", "word2vec+elmo")
-
 
 @dataclass(frozen=True)
 class Representation:

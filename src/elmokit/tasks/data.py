@@ -22,7 +22,7 @@ import json
 import random
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -330,7 +330,6 @@ def read_subj(data_dir: str | Path) -> list[LabeledSentence]:
 
 # -- sentence pairs -------------------------------------------------------------------------
 
-SICK_LABELS = ("ENTAILMENT", "NEUTRAL", "CONTRADICTION")
 SICK_SPLITS = {"train": "TRAIN", "dev": "TRIAL", "test": "TEST"}
 
 
@@ -432,7 +431,6 @@ def char_span_to_tokens(
 UPOS_TO_WN = {"NOUN": "n", "VERB": "v", "ADJ": "a", "ADV": "r"}
 # Sense-key synset type (lemma%TYPE:...): 1 noun, 2 verb, 3 adjective, 4 adverb, 5 satellite.
 SS_TYPE_TO_WN = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
-PTB_TO_WN = {"N": "n", "V": "v", "J": "a", "R": "r"}
 
 
 def sense_key_lemma_pos(key: str) -> tuple[str, str]:
@@ -599,8 +597,3 @@ def stratified_slice(items: Sequence[T], labels: Sequence[str], n: int, seed: in
         chosen.extend(indices[: max(1, round(n * len(indices) / len(items)))])
     rng.shuffle(chosen)
     return [items[i] for i in sorted(chosen[:n])]
-
-
-def iter_tokens(sentences: Sequence[Sequence[str]]) -> Iterator[str]:
-    for sentence in sentences:
-        yield from sentence
