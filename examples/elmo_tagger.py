@@ -41,7 +41,7 @@ class Tagger(nn.Module):
 
 
 weights = args.weights if str(args.model).endswith(".json") else None
-model = Tagger(Elmo(args.model, weights, dropout=0.2), len(tags))
+model = Tagger(Elmo(args.model, weights, dropout=0.2, state_policy="reset"), len(tags))
 optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
 torch.manual_seed(0)
 for step in range(args.steps):

@@ -44,7 +44,10 @@ def load_bilm(fixture_dir: Path) -> BiLM:
 
 
 def make_elmo(fixture_dir: Path, **kwargs: object) -> Elmo:
+    # These tests check properties of one call, so each call starts from zero state ("reset");
+    # Elmo's own default is AllenNLP's "carry" (tests/compat/).
     kwargs.setdefault("dropout", 0.0)
+    kwargs.setdefault("state_policy", "reset")
     return Elmo(
         fixture_dir / "options.json",
         fixture_dir / "lm_weights.hdf5",
@@ -134,15 +137,18 @@ def test_keep_sentence_boundaries_shapes(fixture_dir: Path, char_ids: torch.Tens
 def test_representations_are_independent(fixture_dir: Path, char_ids: torch.Tensor) -> None:
     elmo = make_elmo(fixture_dir, num_output_representations=2)
     with torch.no_grad():
-        elmo.mixes[0].scalar_parameters.copy_(torch.tensor([2.0, 0.0, -2.0]))
-        elmo.mixes[1].scalar_parameters.copy_(torch.tensor([-2.0, 0.0, 2.0]))
+        for w, value in zip(elmo.mixes[0].scalar_parameters, [2.0, 0.0, -2.0], strict=True):
+            w.fill_(value)
+        for w, value in zip(elmo.mixes[1].scalar_parameters, [-2.0, 0.0, 2.0], strict=True):
+            w.fill_(value)
     first, second = elmo(char_ids)["elmo_representations"]
     assert (first - second).abs().max() > 0.1
     first.sum().backward()
-    assert elmo.mixes[0].scalar_parameters.grad is not None
-    assert elmo.mixes[1].scalar_parameters.grad is None
+    assert all(w.grad is not None for w in elmo.mixes[0].scalar_parameters)
+    assert all(w.grad is None for w in elmo.mixes[1].scalar_parameters)
     with torch.no_grad():
-        elmo.mixes[1].scalar_parameters.fill_(5.0)
+        for w in elmo.mixes[1].scalar_parameters:
+            w.fill_(5.0)
         assert torch.equal(elmo(char_ids)["elmo_representations"][0], first.detach())
 
 
@@ -151,8 +157,8 @@ def test_frozen_bilm_gets_no_gradient(fixture_dir: Path, char_ids: torch.Tensor)
     loss = elmo(char_ids)["elmo_representations"][0].pow(2).sum() + 0.1 * elmo.l2_penalty()
     loss.backward()
     assert all(not p.requires_grad and p.grad is None for p in elmo.bilm.parameters())
-    weights_grad = elmo.mixes[0].scalar_parameters.grad
-    assert weights_grad is not None and weights_grad.abs().sum() > 0
+    weights_grad = torch.cat([w.grad for w in elmo.mixes[0].scalar_parameters])
+    assert weights_grad.abs().sum() > 0
     assert elmo.mixes[0].gamma.grad is not None
     # train() leaves a frozen biLM in eval mode.
     assert elmo.train().training and not elmo.bilm.training
@@ -221,7 +227,7 @@ def test_torch_compile(fixture_dir: Path, char_ids: torch.Tensor) -> None:
         for a, b in zip(got, expected, strict=True):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
     got[0].sum().backward()
-    assert elmo.mixes[0].scalar_parameters.grad is not None
+    assert all(w.grad is not None for w in elmo.mixes[0].scalar_parameters)
 
 
 class Tagger(nn.Module):
@@ -242,7 +248,7 @@ def test_state_dict_round_trip(fixture_dir: Path, char_ids: torch.Tensor) -> Non
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     model(char_ids).pow(2).mean().backward()
     optimizer.step()  # the mix weights move away from their initial value
-    assert model.elmo.mixes[0].scalar_parameters.abs().sum() > 0
+    assert model.elmo.mixes[0].weights().abs().sum() > 0
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     assert any(key.startswith("elmo.bilm.") for key in model.state_dict())
@@ -281,8 +287,10 @@ def test_dropout_only_in_training(fixture_dir: Path, char_ids: torch.Tensor) -> 
 
 
 def test_constructor_options(fixture_dir: Path) -> None:
-    elmo = Elmo(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5", state_policy="carry")
-    assert elmo.bilm.state_policy == "carry" and elmo.num_layers == N_LAYERS
+    elmo = Elmo(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5", state_policy="reset")
+    assert elmo.bilm.state_policy == "reset" and elmo.num_layers == N_LAYERS
+    default = Elmo(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5")
+    assert default.bilm.state_policy == "carry"  # AllenNLP's stateful default
     bilm = load_bilm(fixture_dir)
     assert Elmo(None, bilm=bilm).bilm is bilm
 

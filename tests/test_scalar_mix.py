@@ -33,7 +33,7 @@ def _softmax(values: np.ndarray) -> np.ndarray:
 
 def test_initial_mix_is_the_mean_of_the_layers(layers: torch.Tensor) -> None:
     mix = ScalarMix(N_LAYERS)
-    assert mix.scalar_parameters.tolist() == [0.0] * N_LAYERS and mix.gamma.tolist() == [1.0]
+    assert mix.weights().tolist() == [0.0] * N_LAYERS and mix.gamma.tolist() == [1.0]
     out = mix(layers)
     assert out.shape == (BATCH, STEPS, DIM)
     torch.testing.assert_close(out, layers.mean(dim=1))
@@ -80,13 +80,15 @@ def test_layer_norm_matches_numpy_over_unmasked_elements(
 def test_gradients_reach_weights_and_gamma(layers: torch.Tensor, mask: torch.Tensor) -> None:
     mix = ScalarMix(N_LAYERS, do_layer_norm=True)
     mix(layers, mask).pow(2).sum().backward()
-    assert mix.scalar_parameters.grad is not None and mix.scalar_parameters.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in mix.scalar_parameters)
+    assert torch.cat([p.grad for p in mix.scalar_parameters]).abs().sum() > 0
     assert mix.gamma.grad is not None and mix.gamma.grad.abs().sum() > 0
 
 
 def test_fixed_weights_are_not_trainable() -> None:
     mix = ScalarMix(N_LAYERS, initial_scalar_parameters=[1.0, 2.0, 3.0], trainable=False)
-    assert not mix.scalar_parameters.requires_grad and not mix.gamma.requires_grad
+    assert not any(p.requires_grad for p in mix.scalar_parameters)
+    assert not mix.gamma.requires_grad
 
 
 def test_l2_penalty_and_layer_weights() -> None:
@@ -94,8 +96,8 @@ def test_l2_penalty_and_layer_weights() -> None:
     penalty = mix.l2_penalty()
     assert penalty.item() == pytest.approx(1.0 + 4.0 + 0.25)
     penalty.backward()
-    assert mix.scalar_parameters.grad is not None
-    torch.testing.assert_close(mix.scalar_parameters.grad, 2 * mix.scalar_parameters.detach())
+    grad = torch.cat([p.grad for p in mix.scalar_parameters])
+    torch.testing.assert_close(grad, 2 * mix.weights().detach())
     weights = mix.layer_weights()
     assert not weights.requires_grad and weights.sum().item() == pytest.approx(1.0)
     assert ScalarMix(2).l2_penalty().item() == 0.0

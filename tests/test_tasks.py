@@ -222,9 +222,9 @@ def test_output_mix_variant_learns_and_rebuilds(
     head = run.model
     assert head.output_mixer is not None and head.output_mixer.scalar_mix is not None
     # Its own weights, trained apart from the input mix.
-    output_w = head.output_mixer.scalar_mix.scalar_parameters
+    output_w = head.output_mixer.scalar_mix.weights().detach()
     assert not torch.allclose(output_w, torch.zeros_like(output_w))
-    assert not torch.allclose(output_w, head.mixer.scalar_mix.scalar_parameters)
+    assert not torch.allclose(output_w, head.mixer.scalar_mix.weights().detach())
     rebuilt = type(head)(**head.config)
     rebuilt.load_state_dict(head.state_dict())
     layers, mask = pad_features(features[:4])

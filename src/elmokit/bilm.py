@@ -210,15 +210,24 @@ class BiLM(nn.Module):
             )
         if time_chunk is not None and time_chunk < 1:
             raise ValueError(f"time_chunk must be >= 1, got {time_chunk}")
+        wrapped, boundary_mask = self.add_boundaries(tokens, lengths)
+        layers = self._run_bidirectional(wrapped, lengths + 2, time_chunk or steps + 2)
+        return layers, boundary_mask
+
+    def add_boundaries(
+        self, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [B, T, P], lengths [B] -> [B, T+2, P] with the <S> vector first and </S>
+        after each row's last token (zeros past it), and the mask [B, T+2] of those positions."""
+        batch, steps, size = tokens.shape
         bos, eos = self.boundary_vectors(tokens.device)
-        wrapped = tokens.new_zeros(batch, steps + 2, tokens.shape[-1])  # [B, T+2, P]
+        wrapped = tokens.new_zeros(batch, steps + 2, size)
         wrapped[:, 1 : steps + 1] = tokens
         wrapped[:, 0] = bos.to(wrapped.dtype)
         wrapped[torch.arange(batch, device=tokens.device), lengths + 1] = eos.to(wrapped.dtype)
+        positions = torch.arange(steps + 2, device=tokens.device)
         boundary_mask = positions.unsqueeze(0) < (lengths + 2).unsqueeze(1)  # [B, T+2]
-        wrapped = wrapped * boundary_mask.unsqueeze(-1).to(wrapped.dtype)
-        layers = self._run_bidirectional(wrapped, lengths + 2, time_chunk or steps + 2)
-        return layers, boundary_mask
+        return wrapped * boundary_mask.unsqueeze(-1).to(wrapped.dtype), boundary_mask
 
     def _run_bidirectional(
         self, tokens: torch.Tensor, lengths: torch.Tensor, time_chunk: int

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "train",
     "evaluate",
     "embed",
+    "elmo",
     "cache_vocab",
     "task",
 )

@@ -19,70 +19,90 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
 
 from elmokit.bilm import BiLM, StatePolicy
 from elmokit.chars import MAX_CHARS_PER_TOKEN, batch_to_ids
+from elmokit.compat.state_dict import translate_allennlp_elmo_keys
 from elmokit.loading import load
+from elmokit.modules.fast_inference import InferenceMode
 from elmokit.modules.scalar_mix import ScalarMix
 
 
 class Elmo(nn.Module):
     """ELMo representations: biLM layers -> k scalar mixes -> dropout.
 
-    `options_file_or_model_path` is anything `elmokit.load` accepts (bundled name, native
-    model directory, published options.json with `weight_file`, or a published-format
-    directory); alternatively pass a ready `bilm` (and None as the first argument).
+    AllenNLP's signature, positional order and defaults, so AllenNLP code runs unchanged:
+    `Elmo(options_file, weight_file, num_output_representations, requires_grad, do_layer_norm,
+    dropout, vocab_to_cache, keep_sentence_boundaries, scalar_mix_parameters, module)`.
+    `options_file` may also be anything `elmokit.load` accepts (a bundled name, a native model
+    directory, a published-format directory), with weight_file None. `module`: a ready BiLM
+    (or an object with a `.bilm`), with None for both files, as AllenNLP's `module=`.
+
+    elmokit's own extras are keyword-only: `state_policy` ("carry" by default, AllenNLP's
+    stateful behaviour, so migrated code reproduces its numbers; "reset" makes every sentence
+    independent of the batches before it; docs/migrating.md), `bilm` (= module), `device`,
+    `precision` (the biLM's inference mode, see BiLM.optimize_for_inference).
 
     The biLM is frozen (no gradients, kept in eval mode, run under no_grad) unless
     `requires_grad`, in which case it is fine-tuned with the task model. Its weights are in
-    `state_dict()` either way, so a saved task model reloads without the original files.
+    `state_dict()` either way, so a saved task model reloads without the original files; a
+    state dict with AllenNLP's keys (`_elmo_lstm...`, `scalar_mix_0.scalar_parameters.0`) or
+    with elmokit 0.1's (`scalar_mixes.0...`) loads too.
 
     `scalar_mix_parameters` fixes the (pre-softmax) mixing weights and makes them, and gamma,
-    non-trainable, as in AllenNLP. `state_policy` is applied to a loaded biLM ("reset" if
-    None); a passed `bilm` keeps its own policy unless one is given. `device` defaults to cpu
-    for a loaded model and to the passed biLM's device.
+    non-trainable, as in AllenNLP.
 
     `vocab_to_cache`: word i of the list is word id i, id 0 is padding (so put a placeholder
     such as "@@PADDING@@" first, as AllenNLP vocabularies do). The token vector of every word
-    is computed once, and forward then accepts word ids [B, T] instead of character ids.
+    is computed once, and forward then accepts word ids [B, T] instead of character ids; a
+    batch with an id outside the cache falls back to the character ids, as AllenNLP does.
     """
 
     def __init__(
         self,
-        options_file_or_model_path: str | Path | None,
+        options_file: str | Path | None,
         weight_file: str | Path | None = None,
         num_output_representations: int = 1,
         requires_grad: bool = False,
         do_layer_norm: bool = False,
         dropout: float = 0.5,
+        vocab_to_cache: Sequence[str] | None = None,
         keep_sentence_boundaries: bool = False,
         scalar_mix_parameters: Sequence[float] | None = None,
-        vocab_to_cache: Sequence[str] | None = None,
+        module: nn.Module | None = None,
+        *,
         state_policy: StatePolicy | None = None,
         bilm: BiLM | None = None,
         device: str | torch.device | None = None,
+        precision: InferenceMode | None = None,
     ) -> None:
         super().__init__()
+        if module is not None:
+            if bilm is not None:
+                raise ValueError("pass the biLM as module= or bilm=, not both")
+            bilm = _bilm_of(module)
         if bilm is not None:
-            if options_file_or_model_path is not None or weight_file is not None:
+            if options_file is not None or weight_file is not None:
                 raise ValueError("pass either a model path (and weight_file) or bilm=, not both")
             if device is not None:
                 bilm = bilm.to(device)
             if state_policy is not None:
                 bilm.state_policy = state_policy
-        elif options_file_or_model_path is None:
+        elif options_file is None:
             raise ValueError("Elmo needs a model (name, directory or options.json) or bilm=")
         else:
             bilm = load(
-                options_file_or_model_path,
+                options_file,
                 weights=weight_file,
-                state_policy=state_policy or "reset",
+                state_policy=state_policy or "carry",
                 device=device or "cpu",
             )
+        if precision is not None:
+            bilm.optimize_for_inference(precision)
         if num_output_representations < 1:
             raise ValueError(
                 f"num_output_representations must be >= 1, got {num_output_representations}"
@@ -97,16 +117,20 @@ class Elmo(nn.Module):
         if not requires_grad:
             self.bilm.eval()
         n_layers = bilm.config.n_layers + 1  # the token layer and each LSTM layer
-        self.scalar_mixes = nn.ModuleList(
-            ScalarMix(
+        # AllenNLP's attribute names (scalar_mix_0, scalar_mix_1, ...): the state-dict keys of
+        # AllenNLP task models.
+        self._scalar_mixes: list[ScalarMix] = []
+        for index in range(num_output_representations):
+            mix = ScalarMix(
                 n_layers,
                 do_layer_norm=do_layer_norm,
                 initial_scalar_parameters=scalar_mix_parameters,
                 trainable=scalar_mix_parameters is None,
             )
-            for _ in range(num_output_representations)
-        )
+            self.add_module(f"scalar_mix_{index}", mix)
+            self._scalar_mixes.append(mix)
         self.dropout = nn.Dropout(dropout)
+        self._register_load_state_dict_pre_hook(_translate_state_dict_keys, with_module=True)
 
         self.vocab_size = 0
         # Non-persistent: derived from the vocabulary and the biLM weights, so they stay out of
@@ -143,7 +167,12 @@ class Elmo(nn.Module):
     @property
     def mixes(self) -> list[ScalarMix]:
         """The ScalarMix of each output representation, in order."""
-        return [cast(ScalarMix, mix) for mix in self.scalar_mixes]
+        return list(self._scalar_mixes)
+
+    @property
+    def _elmo_lstm(self) -> _AllenNLPStatePaths:
+        """AllenNLP's path to the LSTM state: `elmo._elmo_lstm._elmo_lstm.reset_states()`."""
+        return _AllenNLPStatePaths(self.bilm)
 
     def get_output_dim(self) -> int:
         return 2 * self.bilm.config.projection_dim
@@ -176,33 +205,7 @@ class Elmo(nn.Module):
         Returns {"elmo_representations": k tensors [B, T, 2P], "mask": [B, T] bool}; with
         keep_sentence_boundaries T becomes T+2 (<S> first, </S> after each sentence).
         """
-        words = word_inputs
-        if words is not None and not self.has_cached_vocab:
-            if inputs is None:
-                raise ValueError("word ids need Elmo(..., vocab_to_cache=[...]); pass char ids")
-            # AllenNLP's behaviour: warn and fall back to the character ids.
-            warnings.warn(
-                "word_inputs passed to an Elmo without vocab_to_cache; using the character ids",
-                stacklevel=2,
-            )
-            words = None
-        if words is None and inputs is not None and self.has_cached_vocab and inputs.dim() == 2:
-            words = inputs
-        if words is not None:
-            lead_shape = words.shape[:-1]
-            layers, mask = self._bilm_layers_from_words(words.reshape(-1, words.shape[-1]))
-        elif inputs is None:
-            raise ValueError("Elmo.forward needs character ids (or word ids with a cached vocab)")
-        else:
-            if inputs.dim() < 3:
-                raise ValueError(
-                    f"character ids must have shape [batch, time, {MAX_CHARS_PER_TOKEN}], got "
-                    f"{list(inputs.shape)}"
-                    + (" (word ids need vocab_to_cache)" if inputs.dim() == 2 else "")
-                )
-            lead_shape = inputs.shape[:-2]
-            layers, mask = self._bilm_layers_from_chars(inputs.reshape(-1, *inputs.shape[-2:]))
-
+        layers, mask, lead_shape = self._bilm_layers(inputs, word_inputs)
         # layers [N, L+1, T+2, 2P], mask [N, T+2]
         # Without boundaries, token t of a row is real iff position t + 2 (its </S> or a later
         # token) is.
@@ -221,6 +224,46 @@ class Elmo(nn.Module):
             ],
             "mask": out_mask.reshape(*lead_shape, steps),
         }
+
+    def bilm_layers(
+        self, inputs: torch.Tensor | None, word_inputs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The biLM layers forward mixes: [N, L+1, T+2, 2P] and the mask [N, T+2], with <S>
+        and </S>, for the inputs flattened to N rows (same arguments as forward)."""
+        layers, mask, _ = self._bilm_layers(inputs, word_inputs)
+        return layers, mask
+
+    def _bilm_layers(
+        self, inputs: torch.Tensor | None, word_inputs: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+        words = word_inputs
+        if words is not None and not self.has_cached_vocab:
+            if inputs is None:
+                raise ValueError("word ids need Elmo(..., vocab_to_cache=[...]); pass char ids")
+            # AllenNLP's behaviour: warn and fall back to the character ids.
+            warnings.warn(
+                "word_inputs passed to an Elmo without vocab_to_cache; using the character ids",
+                stacklevel=2,
+            )
+            words = None
+        if words is None and inputs is not None and self.has_cached_vocab and inputs.dim() == 2:
+            words = inputs
+        usable_chars = inputs is not None and inputs.dim() >= 3
+        if words is not None and usable_chars and not self._in_cache(words):
+            words = None  # AllenNLP's back-off: an id outside the cache -> the char ids
+        if words is not None:
+            lead_shape = words.shape[:-1]
+            return (*self._bilm_layers_from_words(words.reshape(-1, words.shape[-1])), lead_shape)
+        if inputs is None:
+            raise ValueError("Elmo.forward needs character ids (or word ids with a cached vocab)")
+        if inputs.dim() < 3:
+            raise ValueError(
+                f"character ids must have shape [batch, time, {MAX_CHARS_PER_TOKEN}], got "
+                f"{list(inputs.shape)}"
+                + (" (word ids need vocab_to_cache)" if inputs.dim() == 2 else "")
+            )
+        lead_shape = inputs.shape[:-2]
+        return (*self._bilm_layers_from_chars(inputs.reshape(-1, *inputs.shape[-2:])), lead_shape)
 
     def l2_penalty(self) -> torch.Tensor:
         """Sum of every mix's ||w||^2; add lambda * this to the task loss (paper, eq. 1)."""
@@ -246,6 +289,13 @@ class Elmo(nn.Module):
         with torch.no_grad():
             return self.bilm.layers_from_token_vectors(self._token_cache[word_ids], word_ids > 0)
 
+    def _in_cache(self, word_ids: torch.Tensor) -> bool:
+        if word_ids.dtype not in (torch.int64, torch.int32):
+            return False
+        return not word_ids.numel() or (
+            int(word_ids.min()) >= 0 and int(word_ids.max()) < self.vocab_size
+        )
+
     def _check_word_ids(self, word_ids: torch.Tensor) -> torch.Tensor:
         if word_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"word ids must be integers, got {word_ids.dtype}")
@@ -266,3 +316,38 @@ def _refresh_after_load(module: nn.Module, incompatible_keys: object) -> None:
     # The biLM weights may have just changed, so the derived token cache must follow.
     if isinstance(module, Elmo):
         module.refresh_token_cache()
+
+
+def _bilm_of(module: nn.Module) -> BiLM:
+    """The BiLM behind AllenNLP's `module=`: a BiLM, or a wrapper with a `.bilm` (compat)."""
+    bilm = module if isinstance(module, BiLM) else getattr(module, "bilm", None)
+    if not isinstance(bilm, BiLM):
+        raise TypeError(
+            "module= must be an elmokit BiLM (or elmokit.compat.allennlp._ElmoBiLm), got "
+            f"{type(module).__name__}"
+        )
+    return bilm
+
+
+class _AllenNLPStatePaths:
+    """`elmo._elmo_lstm._elmo_lstm.reset_states()` as AllenNLP users call it."""
+
+    def __init__(self, bilm: BiLM) -> None:
+        self._elmo_lstm = bilm
+        self.bilm = bilm
+
+    def reset_states(self) -> None:
+        self.bilm.reset_states()
+
+
+def _translate_state_dict_keys(
+    module: nn.Module, state_dict: dict[str, torch.Tensor], prefix: str, *args: object
+) -> None:
+    """Load AllenNLP's keys and elmokit 0.1's as today's: `scalar_mixes.k.` (0.1) becomes
+    `scalar_mix_k.`; AllenNLP's `_elmo_lstm.` biLM tensors become `bilm.` ones."""
+    for key in [k for k in state_dict if k.startswith(prefix + "scalar_mixes.")]:
+        rest = key[len(prefix + "scalar_mixes.") :]
+        index, _, name = rest.partition(".")
+        state_dict[f"{prefix}scalar_mix_{index}.{name}"] = state_dict.pop(key)
+    assert isinstance(module, Elmo)
+    translate_allennlp_elmo_keys(state_dict, prefix, module.bilm.config)
