@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from elmokit.compat.allennlp import Elmo, batch_to_ids
 from elmokit.config import BiLMConfig
 from elmokit.initialization import random_bilm
+from tests.test_elmo import Tagger  # the shape of a user model: Elmo inside, a linear layer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,20 +74,10 @@ def allennlp_bilm_state(weight_file: Path, prefix: str) -> dict[str, torch.Tenso
     return {key: torch.tensor(np.ascontiguousarray(value)) for key, value in state.items()}
 
 
-class Tagger(nn.Module):
-    def __init__(self, elmo: Elmo) -> None:
-        super().__init__()
-        self.elmo = elmo
-        self.out = nn.Linear(elmo.get_output_dim(), 5)
-
-    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        return self.out(self.elmo(char_ids)["elmo_representations"][0])
-
-
 def test_tagger_saved_with_allennlp_keys_gives_the_same_logits(fixture_dir: Path) -> None:
     files = (fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5")
     torch.manual_seed(0)
-    trained = Tagger(Elmo(*files, 1, dropout=0.0, state_policy="reset"))
+    trained = Tagger(Elmo(*files, 1, dropout=0.0, state_policy="reset")).eval()
     with torch.no_grad():
         for w, value in zip(trained.elmo.mixes[0].scalar_parameters, [0.3, -0.2, 0.9], strict=True):
             w.fill_(value)
@@ -103,6 +93,7 @@ def test_tagger_saved_with_allennlp_keys_gives_the_same_logits(fixture_dir: Path
     }
     config = trained.elmo.bilm.config
     fresh = Tagger(Elmo(None, bilm=random_bilm(config, seed=5), dropout=0.0, state_policy="reset"))
+    fresh.eval()
     char_ids = batch_to_ids([["The", "bank", "raised", "rates", "."], ["A", "river", "bank"]])
     with torch.no_grad():
         assert not torch.allclose(fresh(char_ids), trained(char_ids))
