@@ -43,7 +43,9 @@ __all__ = [
     "ElmoTokenEmbedder",
     "ScalarMix",
     "batch_to_ids",
+    "main",
     "remove_sentence_boundaries",
+    "tiny_value_of_dtype",
 ]
 
 # AllenNLP raises ConfigurationError where elmokit raises ValueError; `except
@@ -72,6 +74,23 @@ def _cuda_device(cuda_device: int | str | torch.device) -> torch.device:
     if isinstance(cuda_device, int):
         return torch.device("cpu") if cuda_device < 0 else torch.device("cuda", cuda_device)
     return torch.device(cuda_device)
+
+
+def tiny_value_of_dtype(dtype: torch.dtype) -> float:
+    """allennlp.nn.util.tiny_value_of_dtype: what is added to avoid dividing by zero."""
+    if not dtype.is_floating_point:
+        raise TypeError("only floating point types have a tiny value")
+    return 1e-13 if dtype in (torch.float, torch.double) else 1e-4
+
+
+def main() -> None:
+    """allennlp.commands.main: runs `sys.argv[1:]` ("elmo ...") and raises the error itself
+    instead of printing it, as AllenNLP's main did."""
+    import sys
+
+    from elmokit.cli import main as elmokit_main
+
+    elmokit_main(["--traceback", *sys.argv[1:]])
 
 
 def remove_sentence_boundaries(
