@@ -21,6 +21,8 @@ parser.add_argument("--data", default=SHARED / "data/conll2000/train.txt")
 parser.add_argument("--sentences", type=int, default=320)
 parser.add_argument("--steps", type=int, default=40)
 args = parser.parse_args()
+if not Path(args.data).exists():
+    parser.error(f"{args.data} not found: pass --data (CoNLL-2000 train.txt, from ../shared/data)")
 
 # CoNLL format: "token POS chunk" per line, a blank line between sentences.
 blocks = Path(args.data).read_text().strip().split("\n\n")[: args.sentences]

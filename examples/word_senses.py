@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--weights", help="weight file, when --model is an options.json")
     parser.add_argument("--data-dir", type=Path, default=SHARED / "data")
     args = parser.parse_args()
+    if not (args.data_dir / "semcor30").is_dir():
+        parser.error(f"no SemCor under {args.data_dir}: pass --data-dir (../shared/data)")
 
     instances = bank_instances(args.data_dir)
     senses = np.array([sense for _, _, sense in instances])

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 # Re-exported: commands used to import these from here.
+from elmokit._version import __version__
 from elmokit.commands._common import CommandError, positive_int
 
 __all__ = ["CommandError", "build_parser", "main", "positive_int"]
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elmokit", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"elmokit {__version__}")
     parser.add_argument(
         "--traceback",
         action="store_true",

@@ -114,18 +114,25 @@ class BiLMConfig:
         char_cnn = _pop_section(extra, "char_cnn")
         embedding = _pop_section(char_cnn, "embedding", parent="char_cnn")
         config = cls(
-            filters=[tuple(f) for f in _pop(char_cnn, "filters", "char_cnn")],
-            char_embedding_dim=int(_pop(embedding, "dim", "char_cnn.embedding")),
-            n_highway=int(_pop(char_cnn, "n_highway", "char_cnn")),
+            filters=_filters(_pop(char_cnn, "filters", "char_cnn")),
+            char_embedding_dim=_int(
+                _pop(embedding, "dim", "char_cnn.embedding"), "char_cnn.embedding.dim"
+            ),
+            n_highway=_int(_pop(char_cnn, "n_highway", "char_cnn"), "char_cnn.n_highway"),
             activation=str(_pop(char_cnn, "activation", "char_cnn")),
-            n_characters=int(_pop(char_cnn, "n_characters", "char_cnn")),
-            max_characters_per_token=int(_pop(char_cnn, "max_characters_per_token", "char_cnn")),
-            lstm_dim=int(_pop(lstm, "dim", "lstm")),
-            projection_dim=int(_pop(lstm, "projection_dim", "lstm")),
-            n_layers=int(_pop(lstm, "n_layers", "lstm")),
-            cell_clip=_optional_float(lstm.pop("cell_clip", None)),
-            proj_clip=_optional_float(lstm.pop("proj_clip", None)),
-            use_skip_connections=bool(lstm.pop("use_skip_connections", False)),
+            n_characters=_int(_pop(char_cnn, "n_characters", "char_cnn"), "char_cnn.n_characters"),
+            max_characters_per_token=_int(
+                _pop(char_cnn, "max_characters_per_token", "char_cnn"),
+                "char_cnn.max_characters_per_token",
+            ),
+            lstm_dim=_int(_pop(lstm, "dim", "lstm"), "lstm.dim"),
+            projection_dim=_int(_pop(lstm, "projection_dim", "lstm"), "lstm.projection_dim"),
+            n_layers=_int(_pop(lstm, "n_layers", "lstm"), "lstm.n_layers"),
+            cell_clip=_optional_float(lstm.pop("cell_clip", None), "lstm.cell_clip"),
+            proj_clip=_optional_float(lstm.pop("proj_clip", None), "lstm.proj_clip"),
+            use_skip_connections=_bool(
+                lstm.pop("use_skip_connections", False), "lstm.use_skip_connections"
+            ),
             extra={"lstm": lstm, "char_cnn": {**char_cnn, "embedding": embedding}, **extra},
         )
         return config
@@ -204,8 +211,36 @@ def _pop(section: dict[str, Any], key: str, where: str) -> Any:
     return section.pop(key)
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _int(value: Any, where: str) -> int:
+    """A whole number from options.json (2 or 2.0), else a ConfigError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ConfigError(f"options key '{where}' must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _optional_float(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"options key '{where}' must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"options key '{where}' must be true or false, got {value!r}")
+    return value
+
+
+def _filters(value: Any) -> list[tuple[int, int]]:
+    if not isinstance(value, list):
+        raise ConfigError(f"options key 'char_cnn.filters' must be a list, got {value!r}")
+    filters = []
+    for entry in value:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ConfigError(f"char_cnn.filters entries are [width, count], got {entry!r}")
+        filters.append((_int(entry[0], "char_cnn.filters"), _int(entry[1], "char_cnn.filters")))
+    return filters
 
 
 def _json_number(value: float) -> float | int:

@@ -32,6 +32,7 @@ import torch
 
 from elmokit.bilm import BiLM
 from elmokit.chars import batch_to_ids
+from elmokit.devices import resolve_device
 from elmokit.io.features import (
     MODEL_ATTR,
     PRECISION_ATTR,
@@ -80,6 +81,7 @@ class Embedder:
         window_batches: int = DEFAULT_WINDOW_BATCHES,
         lang: str = "en",
     ) -> None:
+        device = resolve_device(device)
         if isinstance(model, BiLM):
             self.model = model.to(device).eval()
         else:
@@ -360,6 +362,10 @@ def check_embed_paths(
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
+    if output_path.resolve() == input_path.resolve() or (
+        output_path.exists() and os.path.samefile(input_path, output_path)
+    ):
+        raise ValueError(f"{output_path} is the input file: give another output path")
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     final = output_path if world_size == 1 else shard_path(output_path, rank)
@@ -371,8 +377,8 @@ def check_embed_paths(
     partial = partial_path(final)
     if partial.exists() and not (resume or overwrite):
         raise FileExistsError(
-            f"{partial} is left from an interrupted run: pass --resume to continue it "
-            "or --overwrite to start over"
+            f"{partial} is left from an earlier run that did not finish (interrupted, or "
+            "stopped by an error): pass --resume to continue it or --overwrite to start over"
         )
     if not final.parent.is_dir():
         raise FileNotFoundError(f"output directory {final.parent} does not exist")
@@ -412,6 +418,16 @@ class _LineReader:
             ) from None
         if index == 0:
             text = text.lstrip("\ufeff")
+        if "\x00" in text:
+            # HDF5 cannot store a NUL inside the line text that the output keeps: refuse it here,
+            # before anything of this line is written (the lines before it stay resumable).
+            if self.errors != "replace":
+                raise InputError(
+                    f"{self.path}: line {index + 1} contains a NUL character (byte 0x00, at "
+                    f"character {text.index(chr(0)) + 1}): is it a binary file? Remove it, or "
+                    "use errors='replace' (--errors replace) to read it as U+FFFD"
+                )
+            text = text.replace("\x00", "\ufffd")
         return text.strip()
 
     def __iter__(self) -> Iterator[tuple[int, str]]:

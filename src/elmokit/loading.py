@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from elmokit.bilm import BiLM, StatePolicy
+from elmokit.devices import resolve_device
 from elmokit.io.native import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 from elmokit.io.weights_hdf5 import load_bilm
 
@@ -62,6 +63,7 @@ def load(
     device: str | torch.device = "cpu",
 ) -> BiLM:
     """Load a biLM (eval mode) by bundled name, path or published name; see module doc."""
+    device = resolve_device(device)
     if weights is not None:
         return load_bilm(name_or_path, weights, state_policy=state_policy).to(device).eval()
     native = native_directory(name_or_path)

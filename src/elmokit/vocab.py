@@ -8,14 +8,13 @@ same corpus give byte-identical files (and identical softmax rows).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from elmokit.chars import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN
+from elmokit.io.files import atomic_path
 
 SPECIAL_TOKENS: tuple[str, str, str] = (BOS_TOKEN, EOS_TOKEN, UNK_TOKEN)
 BOS_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -97,23 +96,14 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write one token per line, atomically: a crash never leaves a truncated vocabulary."""
-        path = Path(path)
-        descriptor, temp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-                for token in self._tokens:
-                    handle.write(token + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            # mkstemp creates the file 0600; a vocabulary is not a secret and is usually shared.
-            os.chmod(temp_name, 0o644)
-            os.replace(temp_name, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
+        with (
+            atomic_path(Path(path)) as temporary,
+            temporary.open("w", encoding="utf-8", newline="\n") as handle,
+        ):
+            for token in self._tokens:
+                handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
 
     @property
     def tokens(self) -> tuple[str, ...]:

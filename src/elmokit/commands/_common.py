@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 DEFAULT_MODEL = "elmokit-small-en"
 
@@ -20,6 +22,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_argument(text: str) -> str:
+    """argparse type for --device: a device this machine has (checked before any work)."""
+    from elmokit.devices import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """The one output policy of every command: an existing output is replaced only with
+    --overwrite."""
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exists; pass --overwrite to replace it")
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Progress bars only on a terminal: in a log file tqdm's carriage returns are noise."""
+    return not quiet and sys.stderr.isatty()
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -27,7 +53,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: the bundled {DEFAULT_MODEL}, if installed)",
     )
     parser.add_argument("--weights", help="weight file (.hdf5), when --model is an options.json")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument(
+        "--device", default="cpu", type=device_argument, help="torch device: cpu, cuda, cuda:N"
+    )
     parser.add_argument("--threads", type=positive_int, help="CPU threads for torch")
 
 

@@ -45,9 +45,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.source, weights=args.weights)
     target = Path(args.target)
     names = (
-        [HDF5_OPTIONS_NAME, HDF5_WEIGHTS_NAME]
-        if args.to == "hdf5"
-        else [CONFIG_NAME, WEIGHTS_NAME]
+        [HDF5_OPTIONS_NAME, HDF5_WEIGHTS_NAME] if args.to == "hdf5" else [CONFIG_NAME, WEIGHTS_NAME]
     )
     existing = [name for name in names if (target / name).exists()]
     if existing and not args.overwrite:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from elmokit.commands._common import CommandError
+from elmokit.commands._common import CommandError, device_argument, progress_wanted
 from elmokit.tokenizers import TOKENIZERS
 
 
@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sentence) or 'contiguous' (row r reads the r-th slice: the PTB protocol, cross-"
         "sentence context; use what the model was trained with)",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", type=device_argument, help="cpu, cuda, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         unroll_steps=args.unroll_steps,
         device=args.device,
-        progress=True,
+        progress=progress_wanted(args.quiet),
         row_layout=args.row_layout,
     )
     print(json.dumps({**result.as_dict("test"), "tokens": result.tokens}, indent=2))

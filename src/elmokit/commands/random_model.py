@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elmokit.commands._common import refuse_existing
 from elmokit.config import BiLMConfig
 from elmokit.initialization import random_bilm
-from elmokit.io.native import save_pretrained
+from elmokit.io.native import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 from elmokit.io.weights_hdf5 import save_bilm
 
 
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("hdf5", "native"), default="hdf5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lstm-gain", type=float, default=2.0)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing model files")
     parser.set_defaults(func=run)
 
 
@@ -36,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     )
     model = random_bilm(config, seed=args.seed, lstm_gain=args.lstm_gain)
     target = Path(args.target)
+    names = (
+        ("options.json", "weights.hdf5") if args.format == "hdf5" else (CONFIG_NAME, WEIGHTS_NAME)
+    )
+    refuse_existing([target / name for name in names], args.overwrite)
     if args.format == "hdf5":
         target.mkdir(parents=True, exist_ok=True)
         save_bilm(model, target / "options.json", target / "weights.hdf5")

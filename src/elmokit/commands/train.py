@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from elmokit.commands._common import device_argument, progress_wanted
 from elmokit.training.config import TrainConfig
 
 
@@ -17,11 +18,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", required=True, help="training config (TOML, or a run's train_config.json)"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a folder that holds a run (removes its checkpoints and metrics)",
+    )
+    parser.add_argument("--device", default="cpu", type=device_argument, help="cpu, cuda, cuda:N")
     parser.add_argument("--output-dir", help="override output_dir of the config")
     parser.add_argument("--max-steps", type=int, help="override [optim] max_steps")
     parser.add_argument("--max-minutes", type=float, help="override [optim] max_minutes")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        "--quiet",
+        action="store_true",
+        help="no progress bar (also off a terminal)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -35,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
         config.optim.max_steps = args.max_steps
     if args.max_minutes is not None:
         config.optim.max_minutes = args.max_minutes
-    if args.no_progress:
+    if not progress_wanted(args.no_progress):
         config.log.progress = False
-    trainer = Trainer(config, device=args.device, resume=args.resume)
+    trainer = Trainer(config, device=args.device, resume=args.resume, overwrite=args.overwrite)
     summary = trainer.train()
     if trainer.context.is_main:
         print(json.dumps(summary, indent=2))

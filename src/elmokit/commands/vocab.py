@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from elmokit.commands._common import positive_int
+from elmokit.commands._common import positive_int, progress_wanted, refuse_existing
 from elmokit.tokenizers import TOKENIZERS
 from elmokit.training.data import iter_sentences
 from elmokit.vocab import build_vocabulary
@@ -48,15 +49,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="replace: read non-UTF-8 bytes as U+FFFD instead of stopping",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # The inputs and the limits first (cheap, and what is wrong with them is the news), then
+    # the output policy, then the pass over the corpus.
     sentences = iter_sentences(
         args.corpus, tokenize=args.tokenize, lang=args.lang, errors=args.encoding_errors
     )
+    build_vocabulary([], min_count=args.min_count, max_size=args.max_size)
+    refuse_existing([Path(args.output)], args.overwrite)
     # total=None: counting lines first would read the whole corpus twice.
-    progress = tqdm(sentences, unit=" lines", disable=args.quiet, mininterval=1.0)
+    progress = tqdm(
+        sentences, unit=" lines", disable=not progress_wanted(args.quiet), mininterval=1.0
+    )
     with progress:
         vocab = build_vocabulary(progress, min_count=args.min_count, max_size=args.max_size)
     vocab.save(args.output)

@@ -19,7 +19,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from elmokit._version import __version__
 from elmokit.config import PUBLISHED_SHAPES
+from elmokit.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -230,15 +230,8 @@ def _read_sidecar(path: Path) -> str | None:
 
 def _write_sidecar(path: Path, digest: str) -> None:
     # Same atomic write as the data files: a half-written digest would read as corruption.
-    sidecar = _sidecar(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{sidecar.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(f"{digest}  {path.name}\n")  # `sha256sum -c` format
-        os.replace(tmp_name, sidecar)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(_sidecar(path), suffix=".part") as temporary:
+        temporary.write_text(f"{digest}  {path.name}\n", encoding="utf-8")  # sha256sum -c
 
 
 def _sha256_file(path: Path) -> str:
@@ -311,10 +304,9 @@ def _download_verified(
     target.parent.mkdir(parents=True, exist_ok=True)
     # Same directory as the target so os.replace is an atomic rename, never a cross-device copy;
     # the hidden ".part" name cannot be mistaken for the finished file.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    # Also on KeyboardInterrupt: an interrupted download leaves nothing behind.
+    with atomic_path(target, suffix=".part") as tmp:
+        with tmp.open("wb") as out:
             digest = _stream(url, out, target.name, progress, timeout, hint)
         if published_sha256 is not None and digest != published_sha256:
             raise ModelDownloadError(
@@ -322,11 +314,6 @@ def _download_verified(
                 f"{published_sha256}. {hint}"
             )
         verify(tmp, url)
-        os.replace(tmp, target)
-    except BaseException:
-        # Also on KeyboardInterrupt: an interrupted download leaves nothing behind.
-        tmp.unlink(missing_ok=True)
-        raise
     _write_sidecar(target, digest)
 
 

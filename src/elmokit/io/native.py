@@ -10,8 +10,6 @@ native model directory plus the optimizer and trainer state.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from elmokit.bilm import BiLM, StatePolicy
 from elmokit.config import BiLMConfig
+from elmokit.io.files import atomic_path
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -139,11 +138,5 @@ def from_pretrained(
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(temp_name))
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
+    with atomic_path(path) as temporary:
+        write(temporary)

@@ -7,8 +7,6 @@ a zero row for batch padding.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch
 
 from elmokit.bilm import BiLM
 from elmokit.config import BiLMConfig, ConfigError
+from elmokit.io.files import atomic_path
 
 
 class WeightFileError(ValueError):
@@ -157,19 +156,10 @@ def save_weights(model: BiLM, path: str | Path) -> None:
     """Write the published layout (float32, no attributes); atomic: a temp file is renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, suffix=".hdf5.tmp")
-    os.close(handle)
-    try:
-        with h5py.File(temp_name, "w") as weights:
-            for name, parameter, conversion in _parameter_views(model):
-                array = parameter.detach().to("cpu", torch.float32).numpy()
-                weights.create_dataset(
-                    name, data=np.ascontiguousarray(_to_dataset(array, conversion))
-                )
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
+    with atomic_path(path, suffix=".hdf5.tmp") as temporary, h5py.File(temporary, "w") as weights:
+        for name, parameter, conversion in _parameter_views(model):
+            array = parameter.detach().to("cpu", torch.float32).numpy()
+            weights.create_dataset(name, data=np.ascontiguousarray(_to_dataset(array, conversion)))
 
 
 def load_bilm(options_path: str | Path, weights_path: str | Path, **bilm_kwargs: object) -> BiLM:

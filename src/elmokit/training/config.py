@@ -171,10 +171,12 @@ class TrainConfig:
 
         def section(name: str, kind: type) -> Any:
             values = raw.pop(name, {})
-            known = {f.name for f in dataclasses.fields(kind)}
-            unknown = set(values) - known
-            if unknown:
-                raise ValueError(f"unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+            if not isinstance(values, dict):
+                raise ValueError(f"[{name}] must be a table, got {values!r}")
+            for key in ("train", "valid", "test"):
+                if name == "data" and isinstance(values.get(key), str):
+                    values = {**values, key: [values[key]]}  # one file given as a string
+            _check_keys_and_types(name, kind, values)
             return kind(**values)
 
         model_raw = dict(raw.pop("model", {}))
@@ -184,7 +186,15 @@ class TrainConfig:
         elif "lstm" in model_raw or "char_cnn" in model_raw:
             model = BiLMConfig.from_options(model_raw)  # options.json layout (train_config.json)
         else:
+            _check_keys_and_types("model", BiLMConfig, model_raw)
             model = BiLMConfig(**model_raw)
+        top_level = {"output_dir", "seed", "init_from"}
+        unknown = sorted(set(raw) - top_level - {"data", "optim", "log"})
+        if unknown:
+            raise ValueError(
+                f"unknown top-level keys: {', '.join(unknown)}; valid: "
+                f"{', '.join(sorted(top_level))} and the [model], [data], [optim], [log] tables"
+            )
         data = section("data", DataConfig)
         optim = section("optim", OptimConfig)
         log = section("log", LogConfig)
@@ -250,6 +260,7 @@ class TrainConfig:
             check_tokenizer(self.data.tokenize)
         except ValueError as error:
             raise ValueError(f"[data] {error}") from None
+        _check_ranges(self)
         if not (self.optim.max_steps or self.optim.max_epochs or self.optim.max_minutes):
             raise ValueError("[optim] set at least one of max_steps, max_epochs, max_minutes")
 
@@ -263,6 +274,87 @@ class TrainConfig:
             "seed": self.seed,
             "init_from": self.init_from,
         }
+
+
+# Values that must be >= 1 (counts) or > 0 (rates, times), None allowed where the field allows it.
+_AT_LEAST_ONE = {
+    "data": (
+        "batch_size",
+        "unroll_steps",
+        "min_count",
+        "max_vocab_size",
+        "max_tokens_per_sentence",
+    ),
+    "optim": ("max_steps",),
+    "log": ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval_max_tokens"),
+}
+_POSITIVE = {"optim": ("lr", "max_epochs", "max_minutes"), "log": ("checkpoint_minutes",)}
+_NOT_NEGATIVE = {
+    "data": ("shuffle_buffer",),
+    "optim": ("clip_norm", "weight_decay", "n_negative_samples", "min_lr"),
+}
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    for rules, test, wording in (
+        (_AT_LEAST_ONE, lambda v: v >= 1, ">= 1"),
+        (_POSITIVE, lambda v: v > 0, "> 0"),
+        (_NOT_NEGATIVE, lambda v: v >= 0, ">= 0"),
+    ):
+        for name, keys in rules.items():
+            for key in keys:
+                value = getattr(getattr(config, name), key)
+                if value is not None and not test(value):
+                    raise ValueError(f"[{name}] {key} must be {wording}, got {value}")
+    if not 0.0 <= config.optim.dropout < 1.0:
+        raise ValueError(f"[optim] dropout must be in [0, 1), got {config.optim.dropout}")
+    if not 0.0 < config.optim.lr_decay_on_plateau <= 1.0:
+        raise ValueError(
+            f"[optim] lr_decay_on_plateau must be in (0, 1], got {config.optim.lr_decay_on_plateau}"
+        )
+
+
+def _check_keys_and_types(name: str, kind: type, values: dict[str, Any]) -> None:
+    """Unknown keys named with the valid ones; each value of the type its field declares."""
+    fields = {f.name: f for f in dataclasses.fields(kind) if f.name != "extra"}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(
+            f"unknown keys in [{name}]: {', '.join(unknown)}; valid: {', '.join(sorted(fields))}"
+        )
+    for key, value in values.items():
+        expected = _accepted_types(str(fields[key].type))
+        if expected is None:
+            continue
+        ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+        if not ok:
+            names = " or ".join(
+                "null" if t is type(None) else "a list" if t is list else t.__name__
+                for t in expected
+                if t is not tuple and not (t is int and float in expected)
+            ).replace("float", "a number")
+            raise ValueError(f"[{name}] {key} must be {names}, got {value!r}")
+
+
+def _accepted_types(annotation: str) -> tuple[type, ...] | None:
+    """The Python types a TOML value may have for a field annotation (None: not checked)."""
+    accepted: list[type] = []
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None":
+            accepted.append(type(None))
+        elif part == "int":
+            accepted.append(int)
+        elif part == "float":
+            accepted.extend((int, float))
+        elif part == "bool":
+            accepted.append(bool)
+        elif part in ("str", "Tokenize", "RowLayout"):
+            accepted.append(str)
+        elif part.startswith(("list", "tuple")):
+            accepted.extend((list, tuple))
+        else:
+            return None
+    return tuple(accepted)
 
 
 def _read_mapping(path: Path, kind: str) -> dict[str, Any]:

@@ -253,6 +253,11 @@ class _SentenceSource(_Position):
                 return sentence
             if self.consumed == 0:
                 # Without this, epochs=None would spin forever on an empty corpus.
+                if self.epoch == 0:
+                    raise ValueError(
+                        "the training text has no sentences (every line is blank, or the "
+                        "files are empty)"
+                    )
                 raise ValueError(
                     f"the sentence factory gave no sentences for epoch {self.epoch}; it must "
                     "return a fresh iterator on every call (e.g. lambda: iter_sentences(paths))"

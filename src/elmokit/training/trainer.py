@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -27,7 +28,9 @@ from torch import nn
 from tqdm import tqdm
 
 from elmokit.bilm import BiLM
+from elmokit.devices import resolve_device
 from elmokit.initialization import init_bilm_weights
+from elmokit.io.files import atomic_path
 from elmokit.modules.lstm import LSTMState
 from elmokit.training import checkpoint as ckpt
 from elmokit.training.config import TrainConfig, scheduled_lr
@@ -195,11 +198,18 @@ class TrainerState:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, device: str = "cpu", resume: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: str = "cpu",
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
         self.config = config
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.context = setup_distributed(device)
         self.output_dir = Path(config.output_dir)
+        self._check_run_folder(resume, overwrite)
         if self.context.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "train_config.json").write_text(
@@ -242,6 +252,46 @@ class Trainer:
             )
 
     # -- setup ----------------------------------------------------------------------------
+
+    # What a run writes into its folder (the vocabulary and the token count stay: they
+    # depend on the data only).
+    _RUN_OUTPUTS = ("checkpoints", "metrics.csv", "model", "summary.json", "learning_curves.png")
+
+    def _check_run_folder(self, resume: bool, overwrite: bool) -> None:
+        """A folder that holds a run is continued (--resume) or replaced (--overwrite), never
+        silently mixed with a new run."""
+        if resume and overwrite:
+            raise ValueError("--resume continues the run in the folder, --overwrite replaces it")
+        checkpoints = ckpt.list_checkpoints(self.output_dir)
+        has_run = bool(checkpoints) or (self.output_dir / "metrics.csv").exists()
+        if has_run and not (resume or overwrite):
+            held = f"checkpoints up to {checkpoints[-1].name}" if checkpoints else "metrics.csv"
+            raise FileExistsError(
+                f"{self.output_dir} already holds a run ({held}): pass --resume to continue it, "
+                "or --overwrite to start over (removes its checkpoints, metrics, model and "
+                "summary)"
+            )
+        if overwrite and self.context.is_main:
+            for name in self._RUN_OUTPUTS:
+                path = self.output_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        self.context.barrier()
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics.csv rows written after the checkpoint a run resumes from (a killed run
+        logged them, and the resumed run logs those steps again)."""
+        path = self.output_dir / "metrics.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+        if len(kept) != len(rows):
+            with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+                csv.writer(handle).writerows(kept)
 
     def _build_model(self) -> BiLanguageModel:
         config = self.config
@@ -287,6 +337,7 @@ class Trainer:
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         if self.context.is_main:
+            self._truncate_metrics(self.state.step)
             print(f"resumed from {directory} (step {self.state.step})")
 
     def _set_lr(self, lr: float) -> None:

@@ -1,0 +1,254 @@
+"""Bad inputs a new user hits, each run as the user runs it (the command in a subprocess): a
+non-zero exit, a message naming the problem, no traceback, and nothing of the input or of
+earlier output lost. Test names give the item of the issue that reported it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "allennlp-elmo"
+
+
+def elmokit(*args: str | Path, cwd: Path | None = None, umask: int | None = None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ELMOKIT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "elmokit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+        timeout=300,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for word in words:
+        assert word in message, message
+
+
+@pytest.fixture(scope="module")
+def model_args(fixture_dir: Path) -> list[str]:
+    return [
+        "--model",
+        str(fixture_dir / "options.json"),
+        "--weights",
+        str(fixture_dir / "lm_weights.hdf5"),
+    ]
+
+
+# -- item 1: a NUL character ----------------------------------------------------------------
+
+
+def test_item1_nul_in_embed_input_keeps_the_lines_before_it(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    source, output = tmp_path / "in.txt", tmp_path / "out.hdf5"
+    source.write_bytes(b"The cat sat .\nA dog ran .\nbinary \x00 junk\nLast line .\n")
+    result = elmokit("embed", source, output, *model_args, "--checkpoint-every", "1")
+    assert_refused(result, "line 3", "NUL")
+    assert not output.exists() and Path(f"{output}.partial").exists()
+    source.write_bytes(b"The cat sat .\nA dog ran .\nclean now\nLast line .\n")
+    resumed = elmokit("embed", source, output, *model_args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    with h5py.File(output, "r") as handle:
+        assert {"0", "1", "2", "3"} <= set(handle.keys())
+    source.write_bytes(b"binary \x00 junk\n")
+    replaced = elmokit("embed", source, tmp_path / "r.hdf5", *model_args, "--errors", "replace")
+    assert replaced.returncode == 0, replaced.stderr
+
+
+# -- item 2: the input given as the output --------------------------------------------------
+
+
+def test_item2_embed_refuses_to_write_over_its_input(tmp_path: Path, model_args: list[str]) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("The cat sat .\n")
+    result = elmokit("embed", source, source, *model_args, "--overwrite")
+    assert_refused(result, "is the input file")
+    assert source.read_text() == "The cat sat .\n"
+    link = tmp_path / "link.txt"
+    link.symlink_to(source)
+    assert_refused(elmokit("embed", source, link, *model_args, "--overwrite"), "is the input file")
+    assert source.read_text() == "The cat sat .\n"
+
+
+# -- item 3: rerunning a training run ---------------------------------------------------------
+
+
+def _train_config(tmp_path: Path, **optim: object) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat .\na dog ran in the park .\n" * 20)
+    lines = [
+        'output_dir = "run"',
+        "[model]",
+        "lstm_dim = 16",
+        "projection_dim = 8",
+        "filters = [[1, 4], [2, 4]]",
+        "char_embedding_dim = 4",
+        "[data]",
+        'train = ["corpus.txt"]',
+        "batch_size = 4",
+        "unroll_steps = 5",
+        "[optim]",
+        "max_steps = 2",
+        *(f"{key} = {json.dumps(value)}" for key, value in optim.items()),
+        "[log]",
+        "tensorboard = false",
+        "log_every = 1",
+    ]
+    path = tmp_path / "train.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_item3_train_never_silently_restarts_a_run(tmp_path: Path) -> None:
+    config = _train_config(tmp_path)
+    first = elmokit("train", "--config", config)
+    assert first.returncode == 0, first.stderr
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    metrics = (tmp_path / "run" / "metrics.csv").read_text()
+    assert_refused(elmokit("train", "--config", config), "already holds a run", "--resume")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == checkpoints
+    assert (tmp_path / "run" / "metrics.csv").read_text() == metrics
+    again = elmokit("train", "--config", config, "--overwrite")
+    assert again.returncode == 0, again.stderr
+
+
+def test_item3_resume_drops_metrics_rows_after_the_checkpoint(tmp_path: Path) -> None:
+    config = _train_config(tmp_path)
+    assert elmokit("train", "--config", config).returncode == 0
+    run = tmp_path / "run"
+    # A run killed after logging step 7 but before its next checkpoint (step 2 here).
+    with (run / "metrics.csv").open("a") as handle:
+        handle.write(
+            "7"
+            + "," * (len((run / "metrics.csv").read_text().splitlines()[0].split(",")) - 1)
+            + "\n"
+        )
+    resumed = elmokit("train", "--config", config, "--resume", "--max-steps", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert 7 not in steps and steps == sorted(steps)
+
+
+# -- item 4: file modes ---------------------------------------------------------------------
+
+
+def test_item4_model_files_follow_the_umask(tmp_path: Path) -> None:
+    options = tmp_path / "options.json"
+    options.write_text((FIXTURES / "options.json").read_text())
+    for form in ("native", "hdf5"):
+        result = elmokit("random-model", options, tmp_path / form, "--format", form, umask=0o022)
+        assert result.returncode == 0, result.stderr
+        for path in (tmp_path / form).iterdir():
+            assert path.stat().st_mode & 0o777 == 0o644, (path, oct(path.stat().st_mode))
+
+
+# -- item 6: devices and configs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device, words", [("cuda", ["--device", "CPU-only"]), ("gpu0", ["not a device"])]
+)
+def test_item6_bad_devices(
+    tmp_path: Path, model_args: list[str], device: str, words: list[str]
+) -> None:
+    if device == "cuda":
+        import torch
+
+        if torch.backends.cuda.is_built():
+            pytest.skip("this torch has CUDA")
+    source = tmp_path / "in.txt"
+    source.write_text("The cat sat .\n")
+    assert_refused(
+        elmokit("embed", source, tmp_path / "o.hdf5", *model_args, "--device", device), *words
+    )
+    assert_refused(
+        elmokit("train", "--config", _train_config(tmp_path), "--device", device), *words
+    )
+    assert_refused(elmokit("evaluate", "elmokit-small-en", source, "--device", device), *words)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("a\nb\n")
+    assert_refused(
+        elmokit("cache-vocab", vocab, tmp_path / "c.hdf5", *model_args, "--device", device), *words
+    )
+
+
+@pytest.mark.parametrize(
+    "optim, words",
+    [
+        ({"lr": "0.1"}, ["[optim] lr", "number"]),
+        ({"clip_norm": -1}, ["[optim] clip_norm", ">= 0"]),
+        ({"dropout": 1.5}, ["dropout"]),
+    ],
+)
+def test_item6_training_config_mistakes(tmp_path: Path, optim: dict, words: list[str]) -> None:
+    assert_refused(elmokit("train", "--config", _train_config(tmp_path, **optim)), *words)
+
+
+def test_item6_more_config_mistakes(tmp_path: Path) -> None:
+    config = _train_config(tmp_path)
+    text = config.read_text()
+    config.write_text(text.replace("batch_size = 4", "batch_size = 0"))
+    assert_refused(elmokit("train", "--config", config), "[data] batch_size", ">= 1")
+    config.write_text(text.replace("lstm_dim = 16", "lstm_size = 16"))
+    assert_refused(elmokit("train", "--config", config), "unknown keys in [model]", "lstm_dim")
+    config.write_text(text)
+    (tmp_path / "corpus.txt").write_text("\n\n")
+    assert_refused(elmokit("train", "--config", config), "no sentences")
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda o: o["lstm"].update(n_layers=2.5), ["lstm.n_layers", "whole number"]),
+        (lambda o: o["lstm"].update(dim="1024"), ["lstm.dim", "whole number"]),
+        (lambda o: o["char_cnn"]["filters"].__setitem__(0, [1, "32"]), ["char_cnn.filters"]),
+    ],
+)
+def test_item6_options_json_types(tmp_path: Path, edit, words: list[str]) -> None:
+    options = json.loads((FIXTURES / "options.json").read_text())
+    edit(options)
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    result = elmokit("convert", tmp_path / "options.json", tmp_path / "out", "--to", "native",
+                     "--weights", FIXTURES / "lm_weights.hdf5")  # fmt: skip
+    assert_refused(result, *words)
+
+
+# -- item 7: one output policy, --version -----------------------------------------------------
+
+
+def test_item7_outputs_are_never_silently_replaced(tmp_path: Path) -> None:
+    corpus, vocab = tmp_path / "corpus.txt", tmp_path / "vocab.txt"
+    corpus.write_text("a b c\n")
+    vocab.write_text("keep me\n")
+    assert_refused(elmokit("vocab", corpus, "-o", vocab), "exists", "--overwrite")
+    assert vocab.read_text() == "keep me\n"
+    assert elmokit("vocab", corpus, "-o", vocab, "--overwrite").returncode == 0
+    options = tmp_path / "options.json"
+    options.write_text((FIXTURES / "options.json").read_text())
+    assert elmokit("random-model", options, tmp_path / "m").returncode == 0
+    before = (tmp_path / "m" / "weights.hdf5").read_bytes()
+    assert_refused(elmokit("random-model", options, tmp_path / "m", "--seed", "3"), "--overwrite")
+    assert (tmp_path / "m" / "weights.hdf5").read_bytes() == before
+
+
+def test_item7_version_and_no_progress_bars_in_logs(tmp_path: Path) -> None:
+    version = elmokit("--version")
+    assert version.returncode == 0 and version.stdout.startswith("elmokit ")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\n" * 10)
+    result = elmokit("vocab", corpus, "-o", tmp_path / "v.txt")  # stderr is a pipe, not a tty
+    assert "\r" not in result.stderr
