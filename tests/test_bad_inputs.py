@@ -252,3 +252,53 @@ def test_item7_version_and_no_progress_bars_in_logs(tmp_path: Path) -> None:
     corpus.write_text("a b c\n" * 10)
     result = elmokit("vocab", corpus, "-o", tmp_path / "v.txt")  # stderr is a pipe, not a tty
     assert "\r" not in result.stderr
+
+
+# -- item 5: interruptions --------------------------------------------------------------------
+
+
+def test_item5_checkpoints_are_time_bounded(tmp_path: Path, fixture_dir: Path) -> None:
+    import elmokit
+    from elmokit.embedder import Embedder
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"sentence number {i} .\n" for i in range(30)))
+    model = elmokit.load(fixture_dir / "options.json", weights=fixture_dir / "lm_weights.hdf5")
+    seen: list[int] = []
+    Embedder(model).embed_file(
+        source,
+        tmp_path / "out.hdf5",
+        checkpoint_every=10_000,
+        checkpoint_seconds=0.0,
+        on_checkpoint=seen.append,
+    )
+    assert seen == list(range(1, 31))  # by time (every line here), not only every 10,000 lines
+
+
+def test_item5_sigterm_keeps_the_work_and_says_how_to_continue(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    import signal
+    import time
+
+    source, output = tmp_path / "in.txt", tmp_path / "out.hdf5"
+    source.write_text("".join(f"line {i} of a longer text to embed here .\n" for i in range(4000)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "elmokit.cli", "embed", str(source), str(output), *model_args]
+    command += ["--checkpoint-seconds", "0.2", "--batch-size", "16"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    partial = Path(f"{output}.partial")
+    deadline = time.monotonic() + 120
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert process.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "terminated (SIGTERM)" in stderr and "--resume" in stderr
+    resumed = elmokit("embed", source, output, *model_args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    with h5py.File(output, "r") as handle:
+        assert len([k for k in handle if k.isdigit()]) == 4000

@@ -10,6 +10,10 @@ checkpoint (weights, optimizer state, data position, RNG and carried LSTM state)
 
 `save` records the sha256 of the training corpus; `restore` refuses a rebuilt corpus that
 differs, since the saved data position points into exactly that file.
+
+Tensor files are stored byte-shuffled and xz-compressed (`*.safetensors.xz`): float32 values
+grouped by byte position compress to ~84% (116 MB of weights and Adam moments -> 99 MB; plain
+xz or gzip gain ~5%). The transform is lossless: `restore` checks every file's sha256.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import lzma
 import shutil
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from elmokit.training.checkpoint import latest_checkpoint
 from elmokit.training.config import TrainConfig
@@ -39,6 +46,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def pack(source: Path, target: Path) -> None:
+    """Byte-shuffle (the 4 bytes of each float32 apart) and xz-compress a file."""
+    data = source.read_bytes()
+    padded = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype=np.uint8)
+    shuffled = np.ascontiguousarray(padded.reshape(-1, 4).T).tobytes()
+    target.write_bytes(lzma.compress(shuffled, preset=0))
+
+
+def unpack(source: Path, target: Path, size: int) -> None:
+    shuffled = np.frombuffer(lzma.decompress(source.read_bytes()), dtype=np.uint8)
+    target.write_bytes(np.ascontiguousarray(shuffled.reshape(4, -1).T).tobytes()[:size])
+
+
 def corpus_fingerprint(config: TrainConfig) -> dict[str, str]:
     return {Path(p).name: sha256_of(Path(p)) for p in config.data.train}
 
@@ -48,20 +68,33 @@ def save(config: TrainConfig) -> None:
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         sys.exit(f"no complete checkpoint in {run_dir / 'checkpoints'}")
-    size = sum(f.stat().st_size for f in checkpoint.iterdir())
-    if size > LIMIT_BYTES:
-        sys.exit(f"{checkpoint} is {size / 2**20:.1f} MiB, over the 100 MiB the repository takes")
     staging = RESUME_DIR.with_name(RESUME_DIR.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging / "checkpoints" / checkpoint.name)
+    stored = staging / "checkpoints" / checkpoint.name
+    stored.mkdir(parents=True)
+    files = {}
+    for path in sorted(checkpoint.iterdir()):
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        if path.suffix == ".safetensors":
+            pack(path, stored / (path.name + ".xz"))
+        else:
+            shutil.copy2(path, stored / path.name)
     for name in RUN_FILES:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, staging / name)
-    manifest = {"checkpoint": checkpoint.name, "corpus_sha256": corpus_fingerprint(config)}
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
+    if size > LIMIT_BYTES:
+        shutil.rmtree(staging)
+        sys.exit(f"{checkpoint} stores as {size / 2**20:.1f} MiB, over the 100 MiB limit")
+    manifest = {
+        "checkpoint": checkpoint.name,
+        "files": files,
+        "corpus_sha256": corpus_fingerprint(config),
+    }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(RESUME_DIR, ignore_errors=True)
     staging.rename(RESUME_DIR)
-    print(f"saved {checkpoint.name} ({size / 2**20:.1f} MiB) to {RESUME_DIR}")
+    print(f"saved {checkpoint.name} ({size / 2**20:.1f} MiB stored) to {RESUME_DIR}")
 
 
 def restore(config: TrainConfig) -> None:
@@ -83,7 +116,20 @@ def restore(config: TrainConfig) -> None:
     if target.exists():
         sys.exit(f"{target} exists already: the run folder is ahead of or equal to resume/")
     run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(RESUME_DIR / "checkpoints" / manifest["checkpoint"], target)
+    staging = target.with_name("." + target.name + ".restoring")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    stored = RESUME_DIR / "checkpoints" / manifest["checkpoint"]
+    for name, meta in manifest["files"].items():
+        packed = stored / (name + ".xz")
+        if packed.exists():
+            unpack(packed, staging / name, meta["bytes"])
+        else:
+            shutil.copy2(stored / name, staging / name)
+        if sha256_of(staging / name) != meta["sha256"]:
+            shutil.rmtree(staging)
+            sys.exit(f"{name} does not restore to the saved bytes (sha256 differs)")
+    staging.rename(target)
     for name in RUN_FILES:
         if (RESUME_DIR / name).exists():
             shutil.copy2(RESUME_DIR / name, run_dir / name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -49,6 +50,7 @@ from elmokit.tokenizers import Tokenize, make_tokenizer
 DEFAULT_MAX_TOKENS_PER_BATCH = 4096
 DEFAULT_WINDOW_BATCHES = 16
 DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_CHECKPOINT_SECONDS = 30.0
 
 K = TypeVar("K")
 SentenceInput = str | Sequence[str]
@@ -185,6 +187,7 @@ class Embedder:
         errors: Literal["strict", "replace"] = "strict",
         batch_size: int | None = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
         rank: int = 0,
         world_size: int = 1,
         progress: bool = False,
@@ -225,7 +228,7 @@ class Embedder:
                     yield (index, text), tokens
 
             bar = _progress_bar(Path(input_path), rank, world_size, start, progress)
-            since_checkpoint = 0
+            since_checkpoint, last_checkpoint = 0, time.monotonic()
             with bar:
                 results = self.embed_keyed(items(), batch_size, spec.reduce)
                 for (index, text), features in results:
@@ -233,9 +236,14 @@ class Embedder:
                     written = index + 1
                     bar.update(1)
                     since_checkpoint += 1
-                    if since_checkpoint >= checkpoint_every:
+                    # Every N lines, and at least every `checkpoint_seconds`: what an
+                    # interruption can cost is bounded in time as well as in lines.
+                    overdue = checkpoint_seconds is not None and (
+                        time.monotonic() - last_checkpoint >= checkpoint_seconds
+                    )
+                    if since_checkpoint >= checkpoint_every or overdue:
                         writer.checkpoint(written)
-                        since_checkpoint = 0
+                        since_checkpoint, last_checkpoint = 0, time.monotonic()
                         if on_checkpoint is not None:
                             on_checkpoint(written)
             blank.summary()

@@ -26,8 +26,15 @@ from elmokit.commands._common import (
     add_model_arguments,
     model_argument,
     positive_int,
+    progress_wanted,
 )
-from elmokit.embedder import DEFAULT_CHECKPOINT_EVERY, Embedder, check_embed_paths, make_spec
+from elmokit.embedder import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_SECONDS,
+    Embedder,
+    check_embed_paths,
+    make_spec,
+)
 from elmokit.io.features import find_shards, merge_shards, parse_layers, parse_mix, partial_path
 from elmokit.modules.fast_inference import INFERENCE_MODES
 from elmokit.tokenizers import TOKENIZERS
@@ -124,6 +131,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         default=DEFAULT_CHECKPOINT_EVERY,
         help="lines between checkpoints (flush + recorded progress)",
     )
+    parser.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=DEFAULT_CHECKPOINT_SECONDS,
+        help="and at least this often (seconds): what an interruption can cost",
+    )
     parser.add_argument("--keep-shards", action="store_true", help="after a merge, keep shards")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="report every checkpoint")
@@ -150,10 +163,14 @@ def _distributed_env() -> tuple[int, int]:
     return (rank, world) if world > 1 else (0, 1)
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, turned into an exception so that the progress so far is recorded."""
+
+
 def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
     # torchrun stops the other ranks with SIGTERM when one fails: leave through Python so that
     # the progress made so far is recorded and --resume can continue it.
-    raise SystemExit(128 + signum)
+    raise _Terminated(128 + signum)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,19 +223,22 @@ def run(args: argparse.Namespace) -> int:
             strict=args.strict,
             errors=args.errors,
             checkpoint_every=args.checkpoint_every,
+            checkpoint_seconds=args.checkpoint_seconds,
             rank=rank,
             world_size=world,
-            progress=not args.quiet and sys.stderr.isatty(),
+            progress=progress_wanted(args.quiet),
             model_name=model_name,
             on_warning=lambda message: say(f"warning: {message}"),
             on_checkpoint=checkpointed,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated) as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
         print(
-            f"interrupted: progress kept in {partial_path(target)}; rerun with --resume",
+            f"{how}: every line written so far is kept in {partial_path(target)}; rerun the "
+            "same command with --resume to continue",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"wrote {written}")
