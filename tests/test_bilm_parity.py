@@ -24,6 +24,7 @@ PARITY_TOLERANCE = 2e-6
 
 def _fixture_model(fixture_dir: Path, **kwargs: object) -> BiLM:
     model = load_bilm(fixture_dir / "options.json", fixture_dir / "lm_weights.hdf5", **kwargs)
+    model.optimize_for_inference("reference")  # parity is checked on the exact autograd path
     return model.eval()
 
 
@@ -88,6 +89,7 @@ def test_skip_connections_off_really_removes_the_residual(
     options["lstm"]["use_skip_connections"] = False
     (tmp_path / "options.json").write_text(json.dumps(options))
     without = load_bilm(tmp_path / "options.json", fixture_dir / "lm_weights.hdf5").eval()
+    without.optimize_for_inference("reference")
     with_skip = _fixture_model(fixture_dir)
     char_ids = batch_to_ids([["The", "bank", "of", "the", "river", "."], ["Hello", "world"]])
     with torch.no_grad():
@@ -109,6 +111,7 @@ def test_oracle_agrees_with_production_on_random_published_shapes(
     model = random_bilm(shape, seed=3)
     save_bilm(model, tmp_path / "options.json", tmp_path / "weights.hdf5")
     loaded = load_bilm(tmp_path / "options.json", tmp_path / "weights.hdf5").eval()
+    loaded.optimize_for_inference("reference")
     ptb = (DATA / "ptb_mikolov" / "ptb.valid.txt").read_text().splitlines()
     sentences = [["Ré", "sumé", "costs", "$", "3.50", "."], ["A", "bank", "."], [], ptb[0].split()]
     with torch.no_grad():
@@ -164,6 +167,7 @@ def test_config_any_layer_count_and_tanh(tmp_path: Path) -> None:
     model = random_bilm(config, seed=1)
     save_bilm(model, tmp_path / "options.json", tmp_path / "weights.hdf5")
     loaded = load_bilm(tmp_path / "options.json", tmp_path / "weights.hdf5").eval()
+    loaded.optimize_for_inference("reference")
     tokens = ["tanh", "activations", "work", "too"]
     with torch.no_grad():
         ours = loaded(batch_to_ids([tokens])).layers[0].numpy()

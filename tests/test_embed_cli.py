@@ -175,8 +175,8 @@ def test_precision_is_applied_recorded_and_kept_on_resume(
     source = tmp_path / "in.txt"
     source.write_text("\n".join(ptb_lines[:60]) + "\n", encoding="utf-8")
     reference, fast = tmp_path / "reference.h5", tmp_path / "fp32.h5"
-    assert embed(str(source), str(reference), *model_args, "--all") == 0
-    assert embed(str(source), str(fast), *model_args, "--all", "--precision", "fp32") == 0
+    assert embed(str(source), str(reference), *model_args, "--all", "--precision", "reference") == 0
+    assert embed(str(source), str(fast), *model_args, "--all") == 0  # fp32 is the default
     exact, approximate = datasets(reference), datasets(fast)
     worst = max(float(np.abs(exact[str(i)] - approximate[str(i)]).max()) for i in range(60))
     assert worst < 1e-5  # the fp32 fast path: the same numbers up to rounding

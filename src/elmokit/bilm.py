@@ -54,13 +54,14 @@ class BiLM(nn.Module):
         """Choose the arithmetic used when no gradient is needed (under torch.no_grad or
         inference_mode, or with frozen parameters); with gradients the autograd path runs.
 
-        - "fp32" (opt-in): the same computation as the autograd path up to float
+        - "fp32" (the default): the same computation as the autograd path up to float
           rounding (~1e-5), on weights prepared once for fast products; batch invariant.
         - "bf16": bfloat16 products with float32 accumulation and state; faster on CPUs with
           AVX512-BF16/AMX and on GPUs; per-token cosine to the exact path >= 0.9996.
         - "int8": dynamically quantised int8 products (CPU only); fastest; per-token cosine
           >= 0.997, and vectors depend slightly on the batch.
-        - "reference" (the default): the autograd code path, also without gradients.
+        - "reference": the exact autograd code path, also without gradients (what the
+          parity tests against published outputs use).
 
         Measured speeds and errors: benchmarks/README.md (fp32 is ~3x the reference path).
 

@@ -44,6 +44,7 @@ from elmokit.io.features import (
     partial_path,
     shard_path,
 )
+from elmokit.modules.fast_inference import InferenceMode
 from elmokit.modules.lstm import MIN_GEMM_ROWS
 from elmokit.tokenizers import Tokenize, make_tokenizer
 
@@ -65,6 +66,8 @@ class Embedder:
     """Embeds tokenised or raw sentences with a biLM; see the module docstring.
 
     model: a BiLM or anything `elmokit.load` accepts (with `weights` for an options.json).
+    precision: the biLM's arithmetic ("fp32" fast path by default; "reference", "bf16",
+    "int8": BiLM.optimize_for_inference); None keeps a passed BiLM's.
     tokenize: how `str` sentences become tokens (elmokit.tokenizers): None or "whitespace"
     splits on whitespace (pre-tokenised text), "moses" runs the sacremoses tokeniser for
     `lang`. Token lists are used as they are.
@@ -82,6 +85,7 @@ class Embedder:
         max_sentence_tokens: int | None = None,
         window_batches: int = DEFAULT_WINDOW_BATCHES,
         lang: str = "en",
+        precision: InferenceMode | None = None,
     ) -> None:
         device = resolve_device(device)
         if isinstance(model, BiLM):
@@ -90,6 +94,8 @@ class Embedder:
             from elmokit.loading import load
 
             self.model = load(model, weights=weights, device=device)
+        if precision is not None:
+            self.model.optimize_for_inference(precision)
         if self.model.state_policy != "reset":
             raise ValueError(
                 "Embedder needs a biLM with state_policy='reset': with carried state a "

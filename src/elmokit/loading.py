@@ -17,6 +17,7 @@ from elmokit.bilm import BiLM, StatePolicy
 from elmokit.devices import resolve_device
 from elmokit.io.native import CONFIG_NAME, WEIGHTS_NAME, from_pretrained
 from elmokit.io.weights_hdf5 import load_bilm
+from elmokit.modules.fast_inference import InferenceMode
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "data" / "models"
 
@@ -61,9 +62,23 @@ def load(
     weights: str | Path | None = None,
     state_policy: StatePolicy = "reset",
     device: str | torch.device = "cpu",
+    *,
+    precision: InferenceMode | None = None,
 ) -> BiLM:
-    """Load a biLM (eval mode) by bundled name, path or published name; see module doc."""
-    device = resolve_device(device)
+    """Load a biLM (eval mode) by bundled name, path or published name; see module doc.
+
+    precision: the arithmetic without gradients ("fp32" fast path by default, "reference"
+    for the exact autograd path, "bf16", "int8"; BiLM.optimize_for_inference)."""
+    model = _load(name_or_path, weights, state_policy, resolve_device(device))
+    return model.optimize_for_inference(precision) if precision is not None else model
+
+
+def _load(
+    name_or_path: str | Path,
+    weights: str | Path | None,
+    state_policy: StatePolicy,
+    device: torch.device,
+) -> BiLM:
     if weights is not None:
         return load_bilm(name_or_path, weights, state_policy=state_policy).to(device).eval()
     native = native_directory(name_or_path)

@@ -107,10 +107,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--precision",
         choices=INFERENCE_MODES,
-        default="reference",
-        help="biLM arithmetic: reference (exact autograd path, default), fp32 (same numbers "
-        "to ~1e-5, ~3x faster on CPU), bf16 or int8 (faster still, approximate); see "
-        "benchmarks/README.md",
+        default="fp32",
+        help="biLM arithmetic: fp32 (the default fast path: the reference numbers to ~1e-5, "
+        "~3x faster on CPU), reference (the exact autograd path), bf16 or int8 (faster still, "
+        "approximate); see benchmarks/README.md",
     )
     parser.add_argument(
         "--errors",

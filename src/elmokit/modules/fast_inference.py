@@ -37,6 +37,9 @@ from torch import nn
 
 InferenceMode = Literal["fp32", "bf16", "int8", "reference"]
 INFERENCE_MODES: tuple[str, ...] = ("fp32", "bf16", "int8", "reference")
+# What every biLM computes with when no gradient is needed, unless told otherwise: the fast
+# fp32 path (within ~1e-5 of "reference", the exact autograd path that parity checks use).
+DEFAULT_INFERENCE_MODE: InferenceMode = "fp32"
 
 # Products with fewer rows use other kernels (MKL: below 12 rows; oneDNN: 1 row) whose
 # summation order differs, which would make a sentence's vectors depend on its batch. Every

@@ -21,6 +21,7 @@ from torch import nn
 from elmokit.config import BiLMConfig
 from elmokit.modules import fast_lstm
 from elmokit.modules.fast_inference import (  # MIN_GEMM_ROWS: see there
+    DEFAULT_INFERENCE_MODE,
     MIN_GEMM_ROWS,
     InferenceMode,
     WeightCache,
@@ -75,7 +76,7 @@ class BiLSTMStack(nn.Module):
         self.dropout = 0.0  # set by training code; applied to every layer input when training
         # Without autograd, modes other than "reference" run fast_lstm.run_inference, on
         # weights it prepares once and keeps here (never part of state_dict).
-        self.inference_mode: InferenceMode = "reference"
+        self.inference_mode: InferenceMode = DEFAULT_INFERENCE_MODE
         self.inference_weights = WeightCache()
 
     def zero_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LSTMState:

@@ -11,7 +11,12 @@ from torch import nn
 
 from elmokit.config import BiLMConfig
 from elmokit.modules import fast_token_encoder
-from elmokit.modules.fast_inference import InferenceMode, WeightCache, use_fast_path
+from elmokit.modules.fast_inference import (
+    DEFAULT_INFERENCE_MODE,
+    InferenceMode,
+    WeightCache,
+    use_fast_path,
+)
 
 
 class Highway(nn.Module):
@@ -51,7 +56,7 @@ class CharCNNTokenEncoder(nn.Module):
         self.activation = torch.relu if config.activation == "relu" else torch.tanh
         # Without autograd, modes other than "reference" run fast_token_encoder.encode, on
         # weights it prepares once and keeps here (never part of state_dict).
-        self.inference_mode: InferenceMode = "reference"
+        self.inference_mode: InferenceMode = DEFAULT_INFERENCE_MODE
         self.inference_weights = WeightCache()
 
     def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
