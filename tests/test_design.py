@@ -221,3 +221,16 @@ def test_evaluate_takes_the_bundled_model_and_its_vocabulary(tmp_path: Path, cap
     assert main(["evaluate", "elmokit-small-en", str(text), "--batch-size", "4"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["tokens"] == 15 and 1.0 < result["test_ppl_mean"] < 20000
+
+
+def test_torchrun_ranks_get_their_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from elmokit.devices import device_for_rank, rank_device
+
+    assert device_for_rank("cuda", 3) == torch.device("cuda", 3)
+    assert device_for_rank("cuda:1", 3) == torch.device("cuda", 1)  # explicit: kept
+    assert device_for_rank("cpu", 3) == torch.device("cpu")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert device_for_rank("cuda") == torch.device("cuda")  # not under torchrun
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert device_for_rank("cuda") == torch.device("cuda", 2)
+    assert rank_device("cpu") == torch.device("cpu")  # never touches CUDA on a CPU device

@@ -4,6 +4,8 @@ A CPU device never touches the CUDA runtime."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -34,3 +36,21 @@ def resolve_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise ValueError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
     return resolved
+
+
+def rank_device(device: str | torch.device, local_rank: int | None = None) -> torch.device:
+    """This process's device. Under torchrun (LOCAL_RANK set, or `local_rank` given) a bare
+    "cuda" means this rank's own GPU, cuda:LOCAL_RANK, so N ranks use N GPUs instead of all
+    landing on GPU 0; an explicit "cuda:k" and "cpu" are kept as given. Validated as
+    resolve_device does."""
+    return resolve_device(device_for_rank(device, local_rank))
+
+
+def device_for_rank(device: str | torch.device, local_rank: int | None = None) -> torch.device:
+    """The mapping rank_device applies, without asking torch which devices exist."""
+    if local_rank is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "-1"))
+    parsed = torch.device(device)
+    if parsed.type == "cuda" and parsed.index is None and local_rank >= 0:
+        return torch.device("cuda", local_rank)
+    return parsed

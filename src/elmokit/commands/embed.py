@@ -183,9 +183,11 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from elmokit.devices import rank_device
+
     embedder = Embedder(
         model_name,
-        device=args.device,
+        device=rank_device(args.device) if world > 1 else args.device,
         batch_size=args.batch_size,
         max_tokens_per_batch=args.max_batch_tokens,
         tokenize=args.tokenize,

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from elmokit.bilm import BiLM
-from elmokit.devices import resolve_device
+from elmokit.devices import rank_device
 from elmokit.initialization import init_bilm_weights
 from elmokit.io.files import atomic_path
 from elmokit.modules.lstm import LSTMState
@@ -73,13 +73,13 @@ class DistributedContext:
             dist.barrier()
 
 
-def setup_distributed(device: str) -> DistributedContext:
+def setup_distributed(device_type: str) -> DistributedContext:
     """torchrun sets RANK / WORLD_SIZE; gloo on CPU, nccl on CUDA."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistributedContext()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     return DistributedContext(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
@@ -206,8 +206,10 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         self.config = config
-        self.device = resolve_device(device)
-        self.context = setup_distributed(device)
+        self.device = rank_device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # nccl and DDP use the current device
+        self.context = setup_distributed(self.device.type)
         self.output_dir = Path(config.output_dir)
         self._check_run_folder(resume, overwrite)
         if self.context.is_main:
