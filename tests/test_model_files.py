@@ -216,3 +216,28 @@ def test_bad_char_ids_tensor() -> None:
     gap[0, 1] = 0
     with pytest.raises(ValueError, match="left-aligned"):
         model(gap)
+
+
+def test_nlpl_zip_loads_in_place(tmp_path: Path, fixture_dir: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "209.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        out.write(fixture_dir / "options.json", "options.json")
+        out.write(fixture_dir / "lm_weights.hdf5", "model.hdf5")
+        out.writestr("README", "NLPL repository model 209")
+    from_zip = elmokit.load(archive, precision="reference")
+    from_files = elmokit.load(fixture_dir / "options.json", weights=fixture_dir / "lm_weights.hdf5")
+    for (name, a), (_, b) in zip(
+        from_zip.state_dict().items(), from_files.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["209.zip"]  # nothing unpacked
+    broken = tmp_path / "broken.zip"
+    with zipfile.ZipFile(broken, "w") as out:
+        out.writestr("options.json", "{}")
+    with pytest.raises(ValueError, match="expected one weights file"):
+        elmokit.load(broken)
+    (tmp_path / "not.zip").write_bytes(b"plain text")
+    with pytest.raises(ValueError, match="not a readable ZIP"):
+        elmokit.load(tmp_path / "not.zip")

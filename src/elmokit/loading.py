@@ -3,6 +3,7 @@
 - a bundled model name (shipped inside the package, no download), e.g. "elmokit-small-en";
 - a native model directory (config.json + model.safetensors);
 - a directory or options.json path of a published-format model (options.json + weights.hdf5);
+- an NLPL repository ZIP holding that pair (read in place, see elmokit.io.nlpl);
 - a published model name ("small", "medium", "original", "original-5.5b"): naming it is the
   explicit request to download it once into the cache (see elmokit.io.download).
 """
@@ -85,6 +86,10 @@ def _load(
     if native is not None:
         return from_pretrained(native, state_policy, device).eval()
     name, path = str(name_or_path), Path(name_or_path)
+    if path.is_file() and path.suffix.lower() == ".zip":
+        from elmokit.io.nlpl import load_zip
+
+        return load_zip(path, state_policy=state_policy).to(device).eval()
     if path.exists():
         pair = resolve_published_pair(path)
         if pair is None:

@@ -131,25 +131,30 @@ def load_weights_into(model: BiLM, path: str | Path) -> None:
     """Copy the weight file into `model` (whose config must match the file)."""
     path = Path(path)
     with _open_weights(path) as weights:
-        problems = _shape_problems(weights, model.config)
-        if problems:
-            raise WeightFileError(
-                f"{path} does not match the options: "
-                + "; ".join(problems[:8])
-                + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")
-            )
-        with torch.no_grad():
-            for name, parameter, conversion in _parameter_views(model):
-                try:
-                    array = np.asarray(weights[name][...], dtype=np.float32)
-                except OSError as error:
-                    raise WeightFileError(
-                        f"{path}: cannot read dataset '{name}' (truncated file?): {error}"
-                    ) from None
-                if not np.isfinite(array).all():
-                    bad = int((~np.isfinite(array)).sum())
-                    raise WeightFileError(f"{path}: dataset '{name}' has {bad} NaN/inf values")
-                parameter.copy_(torch.from_numpy(_to_parameter(array, conversion)))
+        copy_weights(weights, model, str(path))
+
+
+def copy_weights(weights: h5py.File, model: BiLM, path: str) -> None:
+    """Copy an open weight file (a path's, or one read from an archive) into `model`."""
+    problems = _shape_problems(weights, model.config)
+    if problems:
+        raise WeightFileError(
+            f"{path} does not match the options: "
+            + "; ".join(problems[:8])
+            + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else "")
+        )
+    with torch.no_grad():
+        for name, parameter, conversion in _parameter_views(model):
+            try:
+                array = np.asarray(weights[name][...], dtype=np.float32)
+            except OSError as error:
+                raise WeightFileError(
+                    f"{path}: cannot read dataset '{name}' (truncated file?): {error}"
+                ) from None
+            if not np.isfinite(array).all():
+                bad = int((~np.isfinite(array)).sum())
+                raise WeightFileError(f"{path}: dataset '{name}' has {bad} NaN/inf values")
+            parameter.copy_(torch.from_numpy(_to_parameter(array, conversion)))
 
 
 def save_weights(model: BiLM, path: str | Path) -> None:
