@@ -302,3 +302,27 @@ def test_item5_sigterm_keeps_the_work_and_says_how_to_continue(
     assert resumed.returncode == 0, resumed.stderr
     with h5py.File(output, "r") as handle:
         assert len([k for k in handle if k.isdigit()]) == 4000
+
+
+def test_item7_embed_reads_gzip_and_stdin(tmp_path: Path, model_args: list[str]) -> None:
+    import gzip
+
+    text = "The cat sat .\nA dog ran .\n"
+    plain, packed = tmp_path / "in.txt", tmp_path / "in.txt.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert elmokit("embed", plain, tmp_path / "plain.hdf5", *model_args).returncode == 0
+    assert elmokit("embed", packed, tmp_path / "gz.hdf5", *model_args).returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "elmokit.cli", "embed", "-", str(tmp_path / "stdin.hdf5")]
+    piped = subprocess.run(
+        [*command, *model_args], input=text, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert piped.returncode == 0, piped.stderr
+    with (
+        h5py.File(tmp_path / "plain.hdf5") as a,
+        h5py.File(tmp_path / "gz.hdf5") as b,
+        h5py.File(tmp_path / "stdin.hdf5") as c,
+    ):
+        for key in ("0", "1"):
+            assert (a[key][...] == b[key][...]).all() and (a[key][...] == c[key][...]).all()

@@ -21,12 +21,14 @@ with its own <S> and </S>), which changes their vectors, for users who want boun
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import numpy as np
 import torch
@@ -374,10 +376,13 @@ def check_embed_paths(
     """Fail early (before loading a model) on the usual path mistakes; returns the file this
     process writes (OUTPUT, or OUTPUT.rank{r} when world_size > 1)."""
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
+    if str(input_path) == STDIN:
+        pass  # standard input: nothing to check, and never the same file as the output
+    elif not input_path.is_file():
         raise FileNotFoundError(f"input file {input_path} does not exist")
-    if output_path.resolve() == input_path.resolve() or (
-        output_path.exists() and os.path.samefile(input_path, output_path)
+    if str(input_path) != STDIN and (
+        output_path.resolve() == input_path.resolve()
+        or (output_path.exists() and os.path.samefile(input_path, output_path))
     ):
         raise ValueError(f"{output_path} is the input file: give another output path")
     if world_size < 1 or not 0 <= rank < world_size:
@@ -445,7 +450,7 @@ class _LineReader:
         return text.strip()
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
-        with self.path.open("rb") as file:
+        with open_input(self.path) as file:
             for index, raw in enumerate(file):
                 self.lines_read = index + 1
                 if self.expect is not None and index == self.expect[0]:
@@ -501,10 +506,26 @@ def _warn_to_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+STDIN = "-"
+
+
+@contextmanager
+def open_input(path: Path) -> Iterator[BinaryIO]:
+    """The bytes of an input text: a file, a gzip file (.gz), or standard input ("-")."""
+    if str(path) == STDIN:
+        yield sys.stdin.buffer
+    elif path.suffix == ".gz":
+        with gzip.open(path, "rb") as file:
+            yield cast(BinaryIO, file)
+    else:
+        with path.open("rb") as file:
+            yield file
+
+
 def count_lines(path: Path) -> int:
     """Lines in a file (a last line without newline counts), read in blocks."""
     count, last = 0, b"\n"
-    with path.open("rb") as file:
+    with open_input(path) as file:
         while block := file.read(1 << 20):
             count += block.count(b"\n")
             last = block[-1:]
@@ -514,7 +535,8 @@ def count_lines(path: Path) -> int:
 def _progress_bar(path: Path, rank: int, world_size: int, start: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    total = count_lines(path) if enabled else 0  # a second pass over the file: only if shown
+    # A second pass over the file: only if shown, and impossible on standard input.
+    total = count_lines(path) if enabled and str(path) != STDIN else 0
     mine = len(range(rank, total, world_size))
     done = len(range(rank, min(start, total), world_size))
     return tqdm(

@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "sentence_to_index, the layout of the old `allennlp elmo` command. Streams the input; "
         "writes OUTPUT.partial and renames it when done.",
     )
-    parser.add_argument("input", help="text file, one sentence per line (UTF-8)")
+    parser.add_argument(
+        "input", help="text file, one sentence per line (UTF-8; .gz read as gzip; - for stdin)"
+    )
     parser.add_argument("output", help="HDF5 file to write")
     add_model_arguments(parser)
     output = parser.add_mutually_exclusive_group()

@@ -1,8 +1,10 @@
 """Fetch the published AllenNLP ELMo models by name, and only when explicitly asked.
 
-Nothing else in elmokit touches the network: `download_published` (or `elmokit download NAME`)
-is the single entry point that does. Whatever it fetches is verified before it appears in the
-cache under its final name, so a file in the cache that looks complete is complete.
+Nothing else in elmokit touches the network: `download_published` is the single entry point
+that does, reached by naming a published model (`elmokit.load("original")`, `--model original`
+in any command, `elmokit download original`): naming it is the explicit request. Whatever
+it fetches is verified before it appears in the cache under its final name, so a file in the
+cache that looks complete is complete.
 
 The cache mirrors the server's relative paths, with a `sha256sum`-style sidecar per file:
 
@@ -371,8 +373,9 @@ def _stream(url: str, out: IO[bytes], label: str, progress: bool, timeout: float
 
 def _manual_download_hint(model: PublishedModel, options_path: Path, weights_path: Path) -> str:
     return (
-        "(elmokit only downloads a model when explicitly asked, by download_published() or "
-        "`elmokit download`.) To get it by hand, fetch on any machine with internet access\n"
+        "(elmokit downloads a published model only when it is named: elmokit.load(name), "
+        "--model name, or `elmokit download name`.) To get it by hand, fetch on any machine "
+        "with internet access\n"
         f"  {model.options_url}\n  {model.weights_url}\n"
         "and pass the two local file paths (options.json and weights.hdf5) to elmokit instead "
         "of the model name, or copy them to\n"
