@@ -359,7 +359,7 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
     assert "| ner | F1 | dev (200) | 35.00 (word-majority) | 78.50 ± 0.71 | 81.00 ± 1.41" in text
     assert "**85.50 ± 0.71** | +4.50 | +7.00 | 2 |" in text
     assert "| pos, paper's biLM | acc | — | 97.3 | 96.8 | — |" in text
-    assert "- ner: yes, by +4.50 (largest seed std 1.41)." in text
+    assert "- ner: yes, by +4.50 (largest seed std 1.41; the rule: more than twice that)." in text
     assert "- pos: yes, by +5.00 (deterministic, one run each)." in text
     for plot in ("layer_weights.png", "learning_curves.png", "by_layer.png"):
         assert (tmp_path / plot).stat().st_size > 1000 and f"({plot})" in text
@@ -376,7 +376,9 @@ def test_report_table_and_plots(tmp_path: Path) -> None:
     assert "| [word2vec; ELMo] | layer0+elmo+output | +ELMo [layer0; mix] |" in text
     assert "| 85.00 ± 1.41 | 89.50 ± 0.71 | **88.00 ± 0.00** |" in text
     result.scores["layer0+elmo"] = [81.0, 83.0]
-    assert "- ner: **no**, +1.00 (largest seed std 1.41)." in markdown_report([result], {})
+    result.scores["layer0+elmo"] = [83.0, 84.0]  # +2.50: above one std, below two
+    no = "- ner: **no**, +2.50 (largest seed std 1.41; the rule: more than twice that)."
+    assert no in markdown_report([result], {})
 
 
 def test_cli_train_then_evaluate(
