@@ -192,3 +192,24 @@ def test_writer_resume_drops_lines_after_the_last_checkpoint(tmp_path: Path) -> 
         # A repeated sentence maps to its last line, as in AllenNLP.
         assert reader.sentence_to_index()["s1"] == 6
         assert reader.spec == spec
+
+
+def test_encode_gives_pooled_sentence_vectors(model: BiLM) -> None:
+    embedder = Embedder(model)
+    sentences = [["The", "cat", "sat", "."], ["Dogs", "bark"], []]
+    vectors = embedder.encode(sentences)
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    for row, tokens in enumerate(sentences[:2]):
+        layers = embedder.embed_sentence(tokens)  # [L+1, T, D]
+        np.testing.assert_allclose(vectors[row], layers.mean(axis=0).mean(axis=0), atol=1e-6)
+        top_max = embedder.encode([tokens], pooling="max", layer="top")[0]
+        np.testing.assert_allclose(top_max, layers[-1].max(axis=0), atol=1e-6)
+        first = embedder.encode([tokens], pooling="first", layer=0)[0]
+        np.testing.assert_allclose(first, layers[0, 0], atol=1e-6)
+    assert not vectors[2].any()  # an empty sentence: zeros
+    one = embedder.encode("The cat sat .", normalize_embeddings=True)
+    assert one.shape == (embedder.dim,) and abs(float(np.linalg.norm(one)) - 1.0) < 1e-5
+    with pytest.raises(ValueError, match="pooling"):
+        embedder.encode(sentences, pooling="cls")
+    with pytest.raises(ValueError, match="out of range"):
+        embedder.encode(sentences, layer=5)

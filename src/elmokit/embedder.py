@@ -56,6 +56,7 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_SECONDS = 30.0
 
 K = TypeVar("K")
+SENTENCE_POOLINGS = ("mean", "max", "first", "last")
 SentenceInput = str | Sequence[str]
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -149,6 +150,53 @@ class Embedder:
         if isinstance(sentences, str):
             raise TypeError("embed_sentences takes an iterable of sentences; use embed_sentence")
         return (array for _, array in self.embed_keyed(enumerate(sentences), batch_size))
+
+    def encode(
+        self,
+        sentences: str | Iterable[SentenceInput],
+        batch_size: int | None = None,
+        show_progress_bar: bool = False,
+        normalize_embeddings: bool = False,
+        *,
+        pooling: str = "mean",
+        layer: int | str = "average",
+    ) -> np.ndarray:
+        """Sentence vectors, as sentence-transformers' `encode` gives them: float32 [N, 2P]
+        for a list of N sentences (each a str or a token list), [2P] for one str.
+
+        layer: "average" (the mean of the L+1 layers, the uniform ScalarMix), "top", or a
+        layer index; pooling over tokens: "mean", "max", "first" or "last". An empty sentence
+        gives zeros. normalize_embeddings scales each vector to unit length.
+        """
+        if pooling not in SENTENCE_POOLINGS:
+            raise ValueError(f"pooling must be one of {SENTENCE_POOLINGS}, got {pooling!r}")
+        if isinstance(layer, int) and not -self.n_layers <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} is out of range for {self.n_layers} layers")
+        if not isinstance(layer, int) and layer not in ("average", "top"):
+            raise ValueError(f"layer must be 'average', 'top' or an index, got {layer!r}")
+        # sentence-transformers' convention: one str is one sentence, a list holds sentences
+        # (each a str, or a list of tokens).
+        single = isinstance(sentences, str)
+        items: list[SentenceInput] = (
+            [cast(str, sentences)] if single else list(cast(Iterable[SentenceInput], sentences))
+        )
+        from tqdm import tqdm
+
+        vectors = np.zeros((len(items), self.dim), dtype=np.float32)
+        layers = self.embed_sentences(items, batch_size)
+        bar = tqdm(layers, total=len(items), disable=not show_progress_bar, desc="encode")
+        for row, array in enumerate(bar):  # array [L+1, T, 2P]
+            if array.shape[1] > 0:
+                chosen = (
+                    array.mean(axis=0)
+                    if layer == "average"
+                    else array[-1 if layer == "top" else int(layer)]
+                )  # [T, 2P]
+                vectors[row] = _pool(chosen, pooling)
+        if normalize_embeddings:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors[0] if single else vectors
 
     def embed_keyed(
         self,
@@ -341,6 +389,15 @@ class Embedder:
         chunk = None if rows * steps <= budget else max(1, budget // rows)
         with torch.inference_mode():
             return self.model(batch_to_ids(sentences), time_chunk=chunk).layers.cpu()
+
+
+def _pool(tokens: np.ndarray, pooling: str) -> np.ndarray:
+    """[T, D] -> [D]."""
+    if pooling == "mean":
+        return tokens.mean(axis=0)
+    if pooling == "max":
+        return tokens.max(axis=0)
+    return tokens[0] if pooling == "first" else tokens[-1]
 
 
 # -- files -----------------------------------------------------------------------------------
