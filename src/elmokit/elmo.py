@@ -170,6 +170,11 @@ class Elmo(nn.Module):
         return list(self._scalar_mixes)
 
     @property
+    def scalar_mixes(self) -> list[ScalarMix]:
+        """elmokit 0.1's name for `mixes`."""
+        return self.mixes
+
+    @property
     def _elmo_lstm(self) -> _AllenNLPStatePaths:
         """AllenNLP's path to the LSTM state: `elmo._elmo_lstm._elmo_lstm.reset_states()`."""
         return _AllenNLPStatePaths(self.bilm)
