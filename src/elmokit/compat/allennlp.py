@@ -106,16 +106,6 @@ def remove_sentence_boundaries(
     return trimmed, new_mask
 
 
-class _StatePaths:
-    """`_elmo_lstm.reset_states()` where AllenNLP code reaches the LSTM state."""
-
-    def __init__(self, bilm: BiLM) -> None:
-        self.bilm = bilm
-
-    def reset_states(self) -> None:
-        self.bilm.reset_states()
-
-
 class _ElmoBiLm(nn.Module):
     """AllenNLP's `_ElmoBiLm`: forward(char ids [B, T, 50]) -> {"activations": L+1 tensors
     [B, T+2, 2P] (with <S> and </S>), "mask": [B, T+2]}."""
@@ -140,8 +130,9 @@ class _ElmoBiLm(nn.Module):
                           vocab_to_cache=vocab_to_cache)  # fmt: skip
 
     @property
-    def _elmo_lstm(self) -> _StatePaths:
-        return _StatePaths(self.bilm)
+    def _elmo_lstm(self) -> Any:
+        """AllenNLP's path to the LSTM state: `elmo_bilm._elmo_lstm.reset_states()`."""
+        return self._elmo._elmo_lstm._elmo_lstm
 
     def get_output_dim(self) -> int:
         return self.bilm.config.output_dim
