@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "elmo",
     "cache_vocab",
     "task",
+    "serve",
 )
 
 
