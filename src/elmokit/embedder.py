@@ -244,6 +244,8 @@ class Embedder:
         batch_size: int | None = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         checkpoint_seconds: float | None = DEFAULT_CHECKPOINT_SECONDS,
+        sentence_keys: bool = False,
+        sentence_index: bool = True,
         rank: int = 0,
         world_size: int = 1,
         progress: bool = False,
@@ -257,9 +259,13 @@ class Embedder:
         output_format "all" | "top" | "average" (default "all"; "mix" when `mix` is given),
         `layers` selects layers first. Returns the written path (OUTPUT, or OUTPUT.rank{r}
         when world_size > 1, holding the lines with index % world_size == rank).
+        sentence_keys / sentence_index: `allennlp elmo`'s --use-sentence-keys and
+        --forget-sentences (see FeatureWriter.finish).
         """
         spec = make_spec(output_format, layers, mix, gamma)
         spec.check_layers(self.n_layers)
+        if world_size > 1 and (sentence_keys or not sentence_index):
+            raise ValueError("sentence keys / no sentence_to_index: run in one process")
         final = check_embed_paths(input_path, output_path, rank, world_size, resume, overwrite)
         warn = on_warning or _warn_to_stderr
         attrs: dict[str, str | int] = {
@@ -303,7 +309,9 @@ class Embedder:
                         if on_checkpoint is not None:
                             on_checkpoint(written)
             blank.summary()
-            return writer.finish(reader.lines_read)
+            return writer.finish(
+                reader.lines_read, sentence_keys=sentence_keys, sentence_index=sentence_index
+            )
         except BaseException:
             # Every line up to the last one written is complete: record that, so a resumed
             # run (also after Ctrl-C or SIGTERM) does not redo it.

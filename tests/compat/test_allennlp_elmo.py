@@ -393,3 +393,22 @@ def test_elmo_command_refuses_empty_lines(tmp_path: Path, files: tuple[str, str]
         main(["--traceback", *argv])
     assert main([*argv[:2], str(path), "--all"]) == 2  # the output is the input
     assert path.read_text() == "A\n\n\nB\n"
+
+
+def test_embed_takes_allennlp_elmo_flags(tmp_path: Path, files: tuple[str, str]) -> None:
+    from elmokit.cli import main
+
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(SENTENCES[:2]) + "\n")
+    flags = ["--options-file", files[0], "--weight-file", files[1], "--cuda-device", "-1"]
+    flags += ["--batch-size", "2", "--file-friendly-logging", "--vocab-path", "ignored.txt"]
+    keyed, forgot = tmp_path / "keyed.hdf5", tmp_path / "forgot.hdf5"
+    assert main(["embed", str(path), str(keyed), "--all", *flags, "--use-sentence-keys"]) == 0
+    assert main(["embed", str(path), str(forgot), "--top", *flags, "--forget-sentences"]) == 0
+    with h5py.File(keyed, "r") as a, h5py.File(forgot, "r") as b:
+        assert set(a.keys()) == set(SENTENCES[:2])
+        assert a[SENTENCES[0]].shape == (3, len(SENTENCES[0].split()), 32)
+        assert set(b.keys()) == {"0", "1"} and b["1"].shape == (len(SENTENCES[1].split()), 32)
+    path.write_text(f"{SENTENCE}\n{SENTENCE}\n")
+    twice = ["embed", str(path), str(tmp_path / "twice.hdf5"), *flags, "--use-sentence-keys"]
+    assert main(twice) == 2

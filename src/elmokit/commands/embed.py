@@ -24,6 +24,7 @@ from typing import Any
 from elmokit.commands._common import (
     CommandError,
     add_model_arguments,
+    device_argument,
     model_argument,
     positive_int,
     progress_wanted,
@@ -140,6 +141,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="and at least this often (seconds): what an interruption can cost",
     )
     parser.add_argument("--keep-shards", action="store_true", help="after a merge, keep shards")
+    allennlp = parser.add_argument_group(
+        "allennlp elmo's flags (so its scripts run with `elmokit embed`; docs/migrating.md)"
+    )
+    allennlp.add_argument("--options-file", help="= --model OPTIONS.json")
+    allennlp.add_argument("--weight-file", help="= --weights WEIGHTS.hdf5")
+    allennlp.add_argument("--cuda-device", type=int, help="GPU index (= --device cuda:N), -1: CPU")
+    allennlp.add_argument(
+        "--use-sentence-keys", action="store_true", help="name each dataset by its sentence"
+    )
+    allennlp.add_argument(
+        "--forget-sentences", action="store_true", help="no sentence_to_index dataset"
+    )
+    allennlp.add_argument("--vocab-path", help="accepted and ignored, as allennlp 0.9 did")
+    allennlp.add_argument("--file-friendly-logging", action="store_true", help="accepted; no-op")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="report every checkpoint")
     parser.set_defaults(func=run)
@@ -175,7 +190,21 @@ def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
     raise _Terminated(128 + signum)
 
 
+def _apply_allennlp_flags(args: argparse.Namespace) -> None:
+    if args.options_file:
+        args.model = args.options_file
+    if args.weight_file:
+        args.weights = args.weight_file
+    if args.cuda_device is not None:
+        device = "cpu" if args.cuda_device < 0 else f"cuda:{args.cuda_device}"
+        try:
+            args.device = device_argument(device)
+        except argparse.ArgumentTypeError as error:
+            raise CommandError(f"--cuda-device {args.cuda_device}: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    _apply_allennlp_flags(args)
     rank, world = _distributed_env()
     layers = parse_layers(args.layers) if args.layers else None
     # Paths first: a typo should not cost a model load.
@@ -228,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
             errors=args.errors,
             checkpoint_every=args.checkpoint_every,
             checkpoint_seconds=args.checkpoint_seconds,
+            sentence_keys=args.use_sentence_keys,
+            sentence_index=not args.forget_sentences,
             rank=rank,
             world_size=world,
             progress=progress_wanted(args.quiet),

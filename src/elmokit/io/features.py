@@ -301,8 +301,15 @@ class FeatureWriter:
         self.completed_lines = completed_lines
         self._file.flush()
 
-    def finish(self, total_lines: int) -> Path:
-        """Complete the file (sentence_to_index, attributes) and move it to its final path."""
+    def finish(
+        self, total_lines: int, *, sentence_keys: bool = False, sentence_index: bool = True
+    ) -> Path:
+        """Complete the file (sentence_to_index, attributes) and move it to its final path.
+
+        `allennlp elmo`'s options: sentence_keys names each dataset by its sentence instead of
+        its line number (every sentence must then be distinct and free of "/", which HDF5
+        reads as a group path), with no sentence_to_index; sentence_index=False
+        (--forget-sentences) leaves sentence_to_index out."""
         self.checkpoint(total_lines)
         file = self._file
         group = file[PROGRESS_GROUP]
@@ -312,9 +319,20 @@ class FeatureWriter:
             indices = group["index"][start : start + _SIDE_CHUNK]
             sentences = group["sentence"].asstr()[start : start + _SIDE_CHUNK]
             for index, sentence in zip(indices.tolist(), sentences, strict=True):
+                if sentence_keys and (sentence in mapping or "/" in sentence or not sentence):
+                    problem = "occurs twice" if sentence in mapping else "is empty or has a /"
+                    raise ValueError(
+                        f"line {index + 1} {problem}: with --use-sentence-keys every line must "
+                        "be a distinct, non-empty dataset name without '/'; the partial output "
+                        "is kept (finish it with --resume without --use-sentence-keys)"
+                    )
                 mapping[sentence] = index
         del file[PROGRESS_GROUP]
-        _write_sentence_to_index(file, mapping)
+        if sentence_keys:
+            for sentence, index in mapping.items():
+                file.move(str(index), sentence)
+        elif sentence_index:
+            _write_sentence_to_index(file, mapping)
         file.attrs[LINES_ATTR] = total_lines
         self._file.close()
         self._closed = True
