@@ -1,0 +1,1 @@
+"""elmokit inside other libraries' pipelines: spaCy (`spacy.py`)."""
