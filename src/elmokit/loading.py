@@ -4,6 +4,7 @@
 - a native model directory (config.json + model.safetensors);
 - a directory or options.json path of a published-format model (options.json + weights.hdf5);
 - an NLPL repository ZIP holding that pair (read in place, see elmokit.io.nlpl);
+- "hf://org/name[@revision]", a native model on the Hugging Face Hub (elmokit.io.hub);
 - a published model name ("small", "medium", "original", "original-5.5b"): naming it is the
   explicit request to download it once into the cache (see elmokit.io.download).
 """
@@ -82,6 +83,10 @@ def _load(
 ) -> BiLM:
     if weights is not None:
         return load_bilm(name_or_path, weights, state_policy=state_policy).to(device).eval()
+    if isinstance(name_or_path, str) and name_or_path.startswith("hf://"):
+        from elmokit.io.hub import download_hub_model
+
+        return from_pretrained(download_hub_model(name_or_path), state_policy, device).eval()
     native = native_directory(name_or_path)
     if native is not None:
         return from_pretrained(native, state_policy, device).eval()
