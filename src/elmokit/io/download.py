@@ -373,7 +373,7 @@ def _stream(url: str, out: IO[bytes], label: str, progress: bool, timeout: float
 
 def _manual_download_hint(model: PublishedModel, options_path: Path, weights_path: Path) -> str:
     return (
-        "(elmokit downloads a published model only when it is named: elmokit.load(name), "
+        "(elmokit only downloads a published model when it is named: elmokit.load(name), "
         "--model name, or `elmokit download name`.) To get it by hand, fetch on any machine "
         "with internet access\n"
         f"  {model.options_url}\n  {model.weights_url}\n"
