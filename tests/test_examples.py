@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -62,3 +64,12 @@ def test_word_senses_reports_every_layer(fixture_dir: Path, data_dir: Path) -> N
     assert float(rows[0][1]) > 0.999 and float(rows[0][2]) > 0.999
     neighbours = re.findall(r"^  (-?\d\.\d{3}) (money|river) ", out, re.M)
     assert len(neighbours) == 6
+
+
+def test_chinese_efml_example_segments_and_embeds(data_dir: Path) -> None:
+    pytest.importorskip("jieba")
+    out = _run("chinese_efml.py")
+    assert "company 1  苹果 发布 了 新手机 。" in out
+    rows = re.findall(r"\| +(1\.0000) \| +(-?\d\.\d{4}) \| +(-?\d\.\d{4})$", out, re.M)
+    assert len(rows) == 6  # layer 0 is context-free; the LSTM layers are not all 1
+    assert any(float(layer) < 0.999 for row in rows for layer in row[1:])

@@ -8,13 +8,14 @@ State policy (who owns the LSTM state between calls):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from elmokit.chars import BOS_CHAR_IDS, EOS_CHAR_IDS, MAX_CHARS_PER_TOKEN, PADDING_CHAR
+from elmokit.chars import BYTE_CHARACTERS, CharacterScheme
 from elmokit.config import BiLMConfig
 from elmokit.modules.fast_inference import InferenceMode, bucket_rows, check_inference_mode
 from elmokit.modules.lstm import BiLSTMStack, LSTMState
@@ -35,9 +36,16 @@ class BiLMOutput:
 
 
 class BiLM(nn.Module):
-    def __init__(self, config: BiLMConfig, state_policy: StatePolicy = "reset") -> None:
+    def __init__(
+        self,
+        config: BiLMConfig,
+        state_policy: StatePolicy = "reset",
+        characters: CharacterScheme | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
+        # How tokens become ids: the byte scheme, or a model's own dictionaries (EFML).
+        self.characters = _check_characters(config, characters)
         self.token_encoder = CharCNNTokenEncoder(config)
         self.lstm = BiLSTMStack(config)
         self.state_policy: StatePolicy = state_policy
@@ -116,8 +124,13 @@ class BiLM(nn.Module):
 
     # -- encoding -----------------------------------------------------------------------
 
+    def batch_to_ids(self, batch: Sequence[Sequence[str]]) -> torch.Tensor:
+        """This model's ids for tokenised sentences: LongTensor [B, T, width] (width 50 in the
+        byte scheme, where it equals elmokit.batch_to_ids)."""
+        return self.characters.batch_to_ids(batch)
+
     def encode_tokens(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """Token vectors for char ids [..., 50] -> [..., P]; each distinct token is encoded
+        """Token vectors for token ids [..., width] -> [..., P]; each distinct token is encoded
         once and padding slots (all ids 0) give zero vectors.
 
         The one char-CNN batching policy: distinct tokens in calls of at most ENCODE_ROWS
@@ -127,7 +140,7 @@ class BiLM(nn.Module):
         buffers per shape, and with one shape per batch a long embedding run grew by hundreds
         of MB. At least MIN_GEMM_ROWS rows also keep results independent of the batch.
         """
-        flat = char_ids.reshape(-1, MAX_CHARS_PER_TOKEN)
+        flat = char_ids.reshape(-1, self.characters.width)
         is_token = (flat > 0).any(dim=1)
         dtype = self.token_encoder.char_embed.weight.dtype
         size = self.config.projection_dim
@@ -147,17 +160,18 @@ class BiLM(nn.Module):
         return out.view(*char_ids.shape[:-1], size)
 
     def _encode_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """[n, 50] -> [n, P], run on bucket_rows(n) rows (spare rows of padding characters,
+        """[n, width] -> [n, P], run on bucket_rows(n) rows (spare rows of padding characters,
         the cheapest input for the inference path)."""
         n_rows = rows.shape[0]
         spare = bucket_rows(n_rows) - n_rows
         if spare:
-            rows = torch.cat([rows, rows.new_full((spare, MAX_CHARS_PER_TOKEN), PADDING_CHAR)])
+            filler = torch.tensor(self.characters.filler_ids, device=rows.device)
+            rows = torch.cat([rows, filler.expand(spare, -1)])
         return self.token_encoder(rows)[:n_rows]
 
     def boundary_vectors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The token vectors of <S> and </S>, each [P]."""
-        ids = torch.tensor([BOS_CHAR_IDS, EOS_CHAR_IDS], device=device)
+        ids = torch.tensor([self.characters.bos_ids, self.characters.eos_ids], device=device)
         bos, eos = self.encode_tokens(ids)
         return bos, eos
 
@@ -168,7 +182,7 @@ class BiLM(nn.Module):
         *,
         time_chunk: int | None = None,
     ) -> BiLMOutput:
-        """char_ids [B, T, 50] from `batch_to_ids` (no <S>/</S>) -> all layers and mask.
+        """char_ids [B, T, width] from `batch_to_ids` (no <S>/</S>) -> all layers and mask.
 
         With keep_sentence_boundaries the <S> and </S> positions stay in the output:
         layers [B, L+1, T+2, 2P] and the mask covers them. time_chunk: see
@@ -285,17 +299,54 @@ class BiLM(nn.Module):
                 "BiLM expects a LongTensor of character ids [batch, time, 50] "
                 f"(use elmokit.batch_to_ids), got {type(char_ids).__name__}"
             )
-        if char_ids.dim() != 3 or char_ids.shape[-1] != MAX_CHARS_PER_TOKEN:
+        width = self.characters.width
+        if char_ids.dim() != 3 or char_ids.shape[-1] != width:
             raise ValueError(
-                f"character ids must have shape [batch, time, {MAX_CHARS_PER_TOKEN}], "
+                f"character ids must have shape [batch, time, {width}], "
                 f"got {list(char_ids.shape)}"
+                + ("" if width == 50 else " (this model's own ids: use model.batch_to_ids)")
             )
         if char_ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"character ids must be integers, got {char_ids.dtype}")
-        if char_ids.numel() and (int(char_ids.min()) < 0 or int(char_ids.max()) > 261):
-            raise ValueError("character ids must be in 0..261 (see elmokit.chars)")
+        n_chars = self.config.max_characters_per_token
+        char_part, word_part = char_ids[..., :n_chars], char_ids[..., n_chars:]
+        top = self.token_encoder.char_embed.num_embeddings - 1
+        if char_part.numel() and (int(char_part.min()) < 0 or int(char_part.max()) > top):
+            raise ValueError(f"character ids must be in 0..{top} (see elmokit.chars)")
+        if word_part.numel() and (
+            int(word_part.min()) < 0 or int(word_part.max()) > self.config.n_words
+        ):
+            raise ValueError(f"word ids must be in 0..{self.config.n_words}")
         device = self.token_encoder.char_embed.weight.device
         return char_ids.to(device=device, dtype=torch.long)
+
+
+def _check_characters(config: BiLMConfig, characters: CharacterScheme | None) -> CharacterScheme:
+    if characters is None:
+        if config.characters != "bytes":
+            raise ValueError(
+                f"a model with the {config.characters!r} character scheme needs its "
+                "dictionaries (BiLM(config, characters=...))"
+            )
+        return BYTE_CHARACTERS
+    if characters.kind != config.characters:
+        raise ValueError(
+            f"the model's config says {config.characters!r} characters, got {characters.kind!r}"
+        )
+    expected_width = config.max_characters_per_token + (1 if config.word_embedding_dim else 0)
+    problems = []
+    if characters.width != expected_width:
+        problems.append(f"{characters.width} ids per token, the config needs {expected_width}")
+    if characters.kind == "dictionary" and characters.n_ids - 1 > config.n_characters:
+        problems.append(
+            f"character ids up to {characters.n_ids - 2}, the config has {config.n_characters}"
+        )
+    n_word_ids = getattr(characters, "n_word_ids", 0)
+    if n_word_ids - 1 > config.n_words:
+        problems.append(f"word ids up to {n_word_ids - 2}, the config has {config.n_words}")
+    if problems:
+        raise ValueError("the dictionaries do not fit the model: " + "; ".join(problems))
+    return characters
 
 
 def _reverse_index(lengths: torch.Tensor, steps: int) -> torch.Tensor:

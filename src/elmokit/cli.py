@@ -11,6 +11,7 @@ from collections.abc import Sequence
 # Re-exported: commands used to import these from here.
 from elmokit._version import __version__
 from elmokit.commands._common import CommandError, positive_int
+from elmokit.extras import MissingExtraError
 
 __all__ = ["CommandError", "build_parser", "main", "positive_int"]
 
@@ -55,11 +56,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = args.traceback or os.environ.get("ELMOKIT_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args) or 0)
-    except (CommandError, FileNotFoundError, ValueError, TypeError, OSError) as error:
+    except (
+        CommandError,
+        FileNotFoundError,
+        ValueError,
+        TypeError,
+        OSError,
+        MissingExtraError,
+    ) as error:
         if debug:
             raise
         # Messages about the user's files need no traceback; anything else may be a bug.
-        plain = (CommandError, FileNotFoundError, FileExistsError, PermissionError)
+        plain = (
+            CommandError,
+            FileNotFoundError,
+            FileExistsError,
+            PermissionError,
+            MissingExtraError,
+        )
         hint = "" if isinstance(error, plain) else " (elmokit --traceback ... shows where)"
         print(f"elmokit {args.command}: error: {error}{hint}", file=sys.stderr)
         return 2

@@ -14,6 +14,9 @@ from typing import Any
 
 VALID_N_CHARACTERS = (261, 262)
 VALID_ACTIVATIONS = ("relu", "tanh")
+# "bytes": the 50-id UTF-8 scheme of bilm-tf; "dictionary": ELMoForManyLangs' code points
+# through the model's own char dictionary (elmokit.chars.DictionaryCharacters).
+CHARACTER_SCHEMES = ("bytes", "dictionary")
 
 
 class ConfigError(ValueError):
@@ -49,6 +52,13 @@ class BiLMConfig:
     cell_clip: float | None = 3.0
     proj_clip: float | None = 3.0
     use_skip_connections: bool = True
+    # ELMoForManyLangs variants (the bilm-tf layout has none of them): the character scheme,
+    # where n_characters counts the dictionary's ids; a word embedding concatenated before
+    # the char CNN's features; a projection even when the widths already agree.
+    characters: str = "bytes"
+    word_embedding_dim: int = 0
+    n_words: int = 0
+    always_project: bool = False
     # Every options.json key we do not model, kept verbatim for the round trip.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -60,6 +70,16 @@ class BiLMConfig:
     def n_filters(self) -> int:
         """Width of the char CNN output (sum of filter counts)."""
         return sum(count for _, count in self.filters)
+
+    @property
+    def token_features_dim(self) -> int:
+        """Width of what the projection reads: the word embedding, then the CNN features."""
+        return self.word_embedding_dim + self.n_filters
+
+    @property
+    def uses_projection(self) -> bool:
+        # bilm-tf only projects when the CNN width differs from the LSTM input width.
+        return self.always_project or self.token_features_dim != self.projection_dim
 
     @property
     def output_dim(self) -> int:
@@ -78,18 +98,29 @@ class BiLMConfig:
                     f"filter width {width} is longer than max_characters_per_token "
                     f"{self.max_characters_per_token}"
                 )
-        if self.n_characters not in VALID_N_CHARACTERS:
+        if self.characters not in CHARACTER_SCHEMES:
             problems.append(
-                f"char_cnn.n_characters is {self.n_characters}; ELMo files use 261 (training) "
-                "or 262 (inference)"
+                f"char_cnn.characters must be one of {CHARACTER_SCHEMES}, got {self.characters!r}"
+            )
+        elif self.characters == "bytes":
+            problems += self._byte_scheme_problems()
+        else:
+            if self.n_characters < 1:
+                problems.append(f"char_cnn.n_characters must be >= 1, got {self.n_characters}")
+            if self.max_characters_per_token < 3:
+                problems.append(
+                    "char_cnn.max_characters_per_token must be >= 3 (word marks and one "
+                    f"character), got {self.max_characters_per_token}"
+                )
+        if (self.word_embedding_dim > 0) != (self.n_words > 0) or min(
+            self.word_embedding_dim, self.n_words
+        ) < 0:
+            problems.append(
+                "char_cnn.word_embedding needs both dim and n_words > 0 (or neither), got "
+                f"dim {self.word_embedding_dim}, n_words {self.n_words}"
             )
         if self.activation not in VALID_ACTIVATIONS:
             problems.append(f"char_cnn.activation must be relu or tanh, got {self.activation!r}")
-        if self.max_characters_per_token != 50:
-            problems.append(
-                f"char_cnn.max_characters_per_token is {self.max_characters_per_token}; the "
-                "ELMo character scheme is fixed at 50"
-            )
         for name in ("char_embedding_dim", "lstm_dim", "projection_dim", "n_layers"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -102,6 +133,22 @@ class BiLMConfig:
         if problems:
             raise ConfigError("invalid biLM options: " + "; ".join(problems))
 
+    def _byte_scheme_problems(self) -> list[str]:
+        problems = []
+        if self.n_characters not in VALID_N_CHARACTERS:
+            problems.append(
+                f"char_cnn.n_characters is {self.n_characters}; ELMo files use 261 (training) "
+                "or 262 (inference)"
+            )
+        if self.max_characters_per_token != 50:
+            problems.append(
+                f"char_cnn.max_characters_per_token is {self.max_characters_per_token}; the "
+                "ELMo byte scheme is fixed at 50"
+            )
+        if self.word_embedding_dim:
+            problems.append("a word embedding needs the dictionary character scheme")
+        return problems
+
     # -- options.json -------------------------------------------------------------------
 
     @classmethod
@@ -113,6 +160,9 @@ class BiLMConfig:
         lstm = _pop_section(extra, "lstm")
         char_cnn = _pop_section(extra, "char_cnn")
         embedding = _pop_section(char_cnn, "embedding", parent="char_cnn")
+        words = char_cnn.pop("word_embedding", {"dim": 0, "n_words": 0})
+        if not isinstance(words, dict):
+            raise ConfigError("options section 'char_cnn.word_embedding' must be an object")
         config = cls(
             filters=_filters(_pop(char_cnn, "filters", "char_cnn")),
             char_embedding_dim=_int(
@@ -133,6 +183,10 @@ class BiLMConfig:
             use_skip_connections=_bool(
                 lstm.pop("use_skip_connections", False), "lstm.use_skip_connections"
             ),
+            characters=str(char_cnn.pop("characters", "bytes")),
+            word_embedding_dim=_int(words.get("dim", 0), "char_cnn.word_embedding.dim"),
+            n_words=_int(words.get("n_words", 0), "char_cnn.word_embedding.n_words"),
+            always_project=_bool(char_cnn.pop("always_project", False), "char_cnn.always_project"),
             extra={"lstm": lstm, "char_cnn": {**char_cnn, "embedding": embedding}, **extra},
         )
         return config
@@ -162,6 +216,13 @@ class BiLMConfig:
             n_characters=self.n_characters,
             max_characters_per_token=self.max_characters_per_token,
         )
+        # Written only when set, so a bilm-tf options.json round-trips unchanged.
+        if self.characters != "bytes":
+            char_cnn["characters"] = self.characters
+        if self.word_embedding_dim:
+            char_cnn["word_embedding"] = {"dim": self.word_embedding_dim, "n_words": self.n_words}
+        if self.always_project:
+            char_cnn["always_project"] = True
         return {"lstm": lstm, "char_cnn": char_cnn, **extra}
 
     @classmethod

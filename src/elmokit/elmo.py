@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from elmokit.bilm import BiLM, StatePolicy
-from elmokit.chars import MAX_CHARS_PER_TOKEN, batch_to_ids
 from elmokit.compat.state_dict import translate_allennlp_elmo_keys
 from elmokit.loading import load
 from elmokit.modules.fast_inference import InferenceMode
@@ -137,14 +136,14 @@ class Elmo(nn.Module):
         # state_dict (100k words at P = 512 would add 200 MB) and are rebuilt after a load.
         self._vocab_char_ids: torch.Tensor
         self._token_cache: torch.Tensor
-        no_words = torch.zeros(0, MAX_CHARS_PER_TOKEN, dtype=torch.long)
+        no_words = torch.zeros(0, self.bilm.characters.width, dtype=torch.long)
         self.register_buffer("_vocab_char_ids", no_words, persistent=False)
         self.register_buffer("_token_cache", torch.zeros(0), persistent=False)
         if vocab_to_cache is not None:
             words = list(vocab_to_cache)
             if not words:
                 raise ValueError("vocab_to_cache is empty")
-            char_ids = batch_to_ids([words])[0]  # [V, 50]
+            char_ids = self.bilm.batch_to_ids([words])[0]  # [V, width]
             char_ids[0] = 0  # word id 0 is padding whatever word sits there
             self._vocab_char_ids = char_ids
             self.vocab_size = len(words)
@@ -263,7 +262,7 @@ class Elmo(nn.Module):
             raise ValueError("Elmo.forward needs character ids (or word ids with a cached vocab)")
         if inputs.dim() < 3:
             raise ValueError(
-                f"character ids must have shape [batch, time, {MAX_CHARS_PER_TOKEN}], got "
+                f"character ids must have shape [batch, time, {self.bilm.characters.width}], got "
                 f"{list(inputs.shape)}"
                 + (" (word ids need vocab_to_cache)" if inputs.dim() == 2 else "")
             )

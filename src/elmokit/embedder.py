@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from elmokit.bilm import BiLM
-from elmokit.chars import batch_to_ids
 from elmokit.devices import resolve_device
 from elmokit.io.features import (
     MODEL_ATTR,
@@ -73,7 +72,7 @@ class Embedder:
     "int8": BiLM.optimize_for_inference); None keeps a passed BiLM's.
     tokenize: how `str` sentences become tokens (elmokit.tokenizers): None or "whitespace"
     splits on whitespace (pre-tokenised text), "moses" runs the sacremoses tokeniser for
-    `lang`. Token lists are used as they are.
+    `lang`, "jieba" segments raw Chinese text (elmokit[zh]). Token lists are used as they are.
     """
 
     def __init__(
@@ -396,7 +395,8 @@ class Embedder:
         budget = self.max_tokens_per_batch
         chunk = None if rows * steps <= budget else max(1, budget // rows)
         with torch.inference_mode():
-            return self.model(batch_to_ids(sentences), time_chunk=chunk).layers.cpu()
+            ids = self.model.batch_to_ids(sentences)
+            return self.model(ids, time_chunk=chunk).layers.cpu()
 
 
 def _pool(tokens: np.ndarray, pooling: str) -> np.ndarray:

@@ -34,6 +34,9 @@ def init_bilm_weights(model: BiLM, seed: int = 0, lstm_gain: float = 1.0) -> BiL
     with torch.no_grad():
         uniform_(encoder.char_embed.weight, 1.0)
         encoder.char_embed.weight[0].zero_()  # id 0: batch padding
+        if encoder.word_embed is not None:
+            uniform_(encoder.word_embed.weight, 1.0)
+            encoder.word_embed.weight[0].zero_()
         convs = cast(list[nn.Conv1d], list(encoder.convs))
         for conv, (width, _) in zip(convs, config.filters, strict=True):
             normal_(conv.weight, math.sqrt(1.0 / (width * config.char_embedding_dim)))
@@ -46,7 +49,7 @@ def init_bilm_weights(model: BiLM, seed: int = 0, lstm_gain: float = 1.0) -> BiL
             normal_(highway.W_transform, math.sqrt(1.0 / n_filters))
             highway.b_transform.zero_()
         if encoder.use_projection:
-            normal_(encoder.W_proj, math.sqrt(1.0 / n_filters))
+            normal_(encoder.W_proj, math.sqrt(1.0 / config.token_features_dim))
             encoder.b_proj.zero_()
         for layer in lstm_layers(model):
             fan_in, fan_out = layer.W_0.shape[1], layer.W_0.shape[2]

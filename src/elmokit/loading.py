@@ -4,6 +4,7 @@
 - a native model directory (config.json + model.safetensors);
 - a directory or options.json path of a published-format model (options.json + weights.hdf5);
 - an NLPL repository ZIP holding that pair (read in place, see elmokit.io.nlpl);
+- an ELMoForManyLangs model directory (config.json, char.dic, *.pkl; see elmokit.io.efml);
 - "hf://org/name[@revision]", a native model on the Hugging Face Hub (elmokit.io.hub);
 - a published model name ("small", "medium", "original", "original-5.5b"): naming it is the
   explicit request to download it once into the cache (see elmokit.io.download).
@@ -95,12 +96,17 @@ def _load(
         from elmokit.io.nlpl import load_zip
 
         return load_zip(path, state_policy=state_policy).to(device).eval()
+    from elmokit.io.efml import is_efml_directory, load_efml
+
+    if is_efml_directory(path):
+        return load_efml(path, state_policy=state_policy).to(device).eval()
     if path.exists():
         pair = resolve_published_pair(path)
         if pair is None:
             raise ValueError(
-                f"{path} is neither an elmokit model directory ({CONFIG_NAME} + {WEIGHTS_NAME}) "
-                "nor a published model (one *options*.json + one .hdf5)"
+                f"{path} is neither an elmokit model directory ({CONFIG_NAME} + {WEIGHTS_NAME}), "
+                "a published model (one *options*.json + one .hdf5) nor an ELMoForManyLangs "
+                "model (config.json + encoder.pkl + token_embedder.pkl)"
             )
         return load_bilm(*pair, state_policy=state_policy).to(device).eval()
     from elmokit.io.download import PUBLISHED_MODELS, download_published

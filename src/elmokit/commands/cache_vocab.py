@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from elmokit.chars import token_to_char_ids
 from elmokit.commands._common import (
     CommandError,
     add_model_arguments,
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     def batches() -> Iterator[np.ndarray]:
         tokens = read_vocab(vocab)
         while True:
-            batch = [token_to_char_ids(token) for token in islice(tokens, args.batch_size)]
+            batch = [model.characters.token_ids(token) for token in islice(tokens, args.batch_size)]
             if not batch:
                 return
             with torch.inference_mode():

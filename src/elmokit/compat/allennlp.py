@@ -256,7 +256,8 @@ class ElmoEmbedder:
     @torch.no_grad()
     def batch_to_embeddings(self, batch: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """activations [B, L+1, T, D] (without <S> and </S>) and mask [B, T]."""
-        output = self.elmo_bilm.bilm(batch_to_ids(batch).to(self.device))
+        bilm = self.elmo_bilm.bilm
+        output = bilm(bilm.batch_to_ids(batch).to(self.device))
         return output.layers, output.mask
 
     def embed_sentence(self, sentence: list[str]) -> np.ndarray:

@@ -12,7 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from elmokit.io.native import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
+from elmokit.extras import MissingExtraError
+from elmokit.io.native import CHARACTERS_NAME, CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
 
 HUB_PREFIX = "hf://"
 _REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -42,8 +43,8 @@ def download_hub_model(uri: str) -> Path:
             RevisionNotFoundError,
         )
     except ImportError as error:  # pragma: no cover - depends on the extras installed
-        raise ImportError(
-            f"hf:// models need huggingface_hub: pip install elmokit[hub] ({error})"
+        raise MissingExtraError(
+            f"hf:// models need huggingface_hub: pip install 'elmokit[hub]' ({error})"
         ) from None
     import huggingface_hub.errors as hub_errors
 
@@ -74,9 +75,11 @@ def download_hub_model(uri: str) -> Path:
     try:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             paths.append(fetch(name))
-        # A model without a softmax has no vocabulary (and offline, none may be cached).
-        with contextlib.suppress(*missing):
-            fetch(VOCAB_NAME)
+        # A model without a softmax has no vocabulary (and offline, none may be cached); only
+        # models with their own character dictionaries (EFML) have CHARACTERS_NAME.
+        for optional in (VOCAB_NAME, CHARACTERS_NAME):
+            with contextlib.suppress(*missing):
+                fetch(optional)
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
             f"Hub model {where} is not in the local cache and the Hub cannot be reached "

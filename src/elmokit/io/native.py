@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from elmokit.bilm import BiLM, StatePolicy
+from elmokit.chars import CharacterScheme, DictionaryCharacters
 from elmokit.config import BiLMConfig
 from elmokit.io.files import atomic_path
 
@@ -26,6 +27,8 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 SOFTMAX_PREFIX = "softmax."
 VOCAB_NAME = "vocab.txt"  # the training vocabulary, saved beside a model that has a softmax
+# A model with its own character (and word) dictionaries (ELMoForManyLangs) keeps them here.
+CHARACTERS_NAME = "characters.json"
 
 
 def save_pretrained(
@@ -61,6 +64,11 @@ def save_pretrained(
         "metadata": metadata or {},
     }
     _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, str(path)))
+    if isinstance(model.characters, DictionaryCharacters):
+        text = json.dumps(model.characters.to_json(), ensure_ascii=False) + "\n"
+        _atomic_write(
+            directory / CHARACTERS_NAME, lambda path: path.write_text(text, encoding="utf-8")
+        )
     _atomic_write(
         directory / CONFIG_NAME,
         lambda path: path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"),
@@ -116,7 +124,7 @@ def from_pretrained(
     """Load a BiLM saved by `save_pretrained` (extra tensors such as a softmax are ignored)."""
     config, _ = read_native_config(directory)
     tensors = load_tensors(directory)
-    model = BiLM(config, state_policy=state_policy)
+    model = BiLM(config, state_policy=state_policy, characters=read_characters(directory, config))
     expected = model.state_dict()
     problems = [
         f"'{name}' missing (expected shape {tuple(tensor.shape)})"
@@ -135,6 +143,23 @@ def from_pretrained(
             raise ValueError(f"{directory}: tensor '{name}' has NaN/inf values")
     model.load_state_dict(state)
     return model.to(device)
+
+
+def read_characters(directory: str | Path, config: BiLMConfig) -> CharacterScheme | None:
+    """The dictionaries of a model with the dictionary scheme (None for the byte scheme)."""
+    if config.characters == "bytes":
+        return None
+    path = Path(directory) / CHARACTERS_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return DictionaryCharacters.from_json(data)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{directory}: the model uses its own character dictionary, and {CHARACTERS_NAME} "
+            "is missing"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not a valid character dictionary: {error}") from None
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -157,8 +157,30 @@ def copy_weights(weights: h5py.File, model: BiLM, path: str) -> None:
             parameter.copy_(torch.from_numpy(_to_parameter(array, conversion)))
 
 
+def hdf5_layout_problems(config: BiLMConfig) -> list[str]:
+    """Why the bilm-tf layout cannot hold this model ([] when it can)."""
+    problems = []
+    if config.characters != "bytes":
+        problems.append(
+            f"its characters are ids in its own dictionary ({config.characters!r} scheme), and "
+            "bilm-tf files only know the 262 UTF-8 byte ids"
+        )
+    if config.word_embedding_dim:
+        problems.append("it has a word embedding, which bilm-tf files have no place for")
+    if config.always_project and config.n_filters == config.projection_dim:
+        problems.append("its projection has the CNN's width, and bilm-tf would drop it")
+    return problems
+
+
 def save_weights(model: BiLM, path: str | Path) -> None:
     """Write the published layout (float32, no attributes); atomic: a temp file is renamed."""
+    problems = hdf5_layout_problems(model.config)
+    if problems:
+        raise WeightFileError(
+            "this model cannot be written in the bilm-tf HDF5 layout: "
+            + "; ".join(problems)
+            + " (save it natively instead: elmokit convert ... --to native)"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".hdf5.tmp") as temporary, h5py.File(temporary, "w") as weights:

@@ -36,22 +36,36 @@ class Highway(nn.Module):
 
 
 class CharCNNTokenEncoder(nn.Module):
-    """Maps the 50 character ids of each token to a token vector of size projection_dim."""
+    """Maps the ids of each token (50 character ids in the byte scheme) to a token vector of
+    size projection_dim.
+
+    ELMoForManyLangs models (config.characters == "dictionary") differ in three places: their
+    own character ids (max_characters_per_token of them), an optional word id after them whose
+    embedding comes before the CNN features, and a projection that is always there.
+    """
 
     def __init__(self, config: BiLMConfig) -> None:
         super().__init__()
         self.config = config
         # One row more than the file holds: id 0 is batch padding with a zero embedding.
-        self.char_embed = nn.Embedding(262, config.char_embedding_dim, padding_idx=0)
+        n_char_rows = 262 if config.characters == "bytes" else config.n_characters + 1
+        self.char_embed = nn.Embedding(n_char_rows, config.char_embedding_dim, padding_idx=0)
+        self.word_embed: nn.Embedding | None = None
+        if config.word_embedding_dim:
+            self.word_embed = nn.Embedding(
+                config.n_words + 1, config.word_embedding_dim, padding_idx=0
+            )
         self.convs = nn.ModuleList(
             nn.Conv1d(config.char_embedding_dim, count, kernel_size=width)
             for width, count in config.filters
         )
         self.highways = nn.ModuleList(Highway(config.n_filters) for _ in range(config.n_highway))
         # bilm-tf only adds the projection when the CNN width differs from the LSTM input width.
-        self.use_projection = config.n_filters != config.projection_dim
+        self.use_projection = config.uses_projection
         if self.use_projection:
-            self.W_proj = nn.Parameter(torch.empty(config.n_filters, config.projection_dim))
+            self.W_proj = nn.Parameter(
+                torch.empty(config.token_features_dim, config.projection_dim)
+            )
             self.b_proj = nn.Parameter(torch.empty(config.projection_dim))
         self.activation = torch.relu if config.activation == "relu" else torch.tanh
         # Without autograd, modes other than "reference" run fast_token_encoder.encode, on
@@ -59,17 +73,23 @@ class CharCNNTokenEncoder(nn.Module):
         self.inference_mode: InferenceMode = DEFAULT_INFERENCE_MODE
         self.inference_weights = WeightCache()
 
-    def forward(self, char_ids: torch.Tensor) -> torch.Tensor:
-        """char_ids [N, 50] (inference ids) -> token vectors [N, projection_dim]."""
-        if use_fast_path(self.inference_mode, self.parameters()):
-            return fast_token_encoder.encode(self, char_ids)
-        embedded = self.char_embed(char_ids).transpose(1, 2)  # [N, char_dim, 50]
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """token_ids [N, width] (BiLM.characters) -> token vectors [N, projection_dim]."""
+        if self.config.characters == "bytes" and use_fast_path(
+            self.inference_mode, self.parameters()
+        ):
+            return fast_token_encoder.encode(self, token_ids)
+        n_chars = self.config.max_characters_per_token
+        char_ids = token_ids[:, :n_chars]
+        embedded = self.char_embed(char_ids).transpose(1, 2)  # [N, char_dim, n_chars]
         # The activation is monotone, so taking it after the max over positions is exact
         # and touches far fewer values.
         pooled = [conv(embedded).amax(dim=2) for conv in self.convs]
         features = self.activation(torch.cat(pooled, dim=1))  # [N, n_filters]
         for highway in self.highways:
             features = highway(features)
+        if self.word_embed is not None:
+            features = torch.cat([self.word_embed(token_ids[:, n_chars]), features], dim=1)
         if self.use_projection:
             features = torch.addmm(self.b_proj, features, self.W_proj)
         return features

@@ -41,7 +41,6 @@ from elmokit.io.features import HDF5Reader
 logger = logging.getLogger(__name__)
 
 
-
 class FeatureExtractor(Protocol):
     """Anything that turns token lists into per-sentence features [n_layers, T_i, dim]."""
 

@@ -31,9 +31,9 @@ import torch
 from elmokit.chars import (
     BATCH_PADDING_ID,
     BOS_TOKEN,
+    BYTE_CHARACTERS,
     EOS_TOKEN,
-    MAX_CHARS_PER_TOKEN,
-    token_to_char_ids,
+    CharacterScheme,
 )
 from elmokit.tokenizers import Tokenize, Tokenizer, make_tokenizer
 from elmokit.vocab import Vocabulary
@@ -352,6 +352,9 @@ class StreamBatcher:
 
     `state_dict()` taken after any batch and `load_state_dict()` on a new batcher built with the
     same data and arguments resume with exactly the batches that would have come next.
+
+    `characters` is the model's character scheme (BiLM.characters; the byte scheme by
+    default): its ids are what the char CNN reads, and its boundary ids stand for `<S>`/`</S>`.
     """
 
     def __init__(
@@ -365,6 +368,7 @@ class StreamBatcher:
         max_tokens_per_sentence: int | None = None,
         epochs: int | None = 1,
         row_layout: RowLayout = "packed",
+        characters: CharacterScheme = BYTE_CHARACTERS,
     ) -> None:
         if not callable(sentences):
             raise TypeError(
@@ -392,6 +396,7 @@ class StreamBatcher:
                 "row_layout 'contiguous' reads the corpus in order: set shuffle_buffer = 0"
             )
         self.vocab = vocab
+        self.characters = characters
         self.batch_size = batch_size
         self.unroll_steps = unroll_steps
         self.seed = seed
@@ -475,7 +480,8 @@ class StreamBatcher:
         mask = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
         token_ids = np.zeros((size, steps), dtype=np.int64)
         target_ids = np.zeros((size, steps), dtype=np.int64)
-        char_ids = np.full((size, steps, MAX_CHARS_PER_TOKEN), BATCH_PADDING_ID, dtype=np.int64)
+        width = self.characters.width
+        char_ids = np.full((size, steps, width), BATCH_PADDING_ID, dtype=np.int64)
         if inputs:
             # Boolean-mask assignment fills in row-major order, matching the concatenation.
             token_ids[mask] = self.vocab.encode(inputs)
@@ -485,7 +491,7 @@ class StreamBatcher:
             # distinct token once and gathering is much faster than converting every slot.
             slot_of: dict[str, int] = {}
             positions = [slot_of.setdefault(token, len(slot_of)) for token in inputs]
-            table = np.array([token_to_char_ids(token) for token in slot_of], dtype=np.int64)
+            table = np.array([self._token_ids(token) for token in slot_of], dtype=np.int64)
             char_ids[mask] = table[positions]
         return DirectionBatch(
             torch.from_numpy(token_ids),
@@ -493,6 +499,13 @@ class StreamBatcher:
             torch.from_numpy(target_ids),
             torch.from_numpy(mask),
         )
+
+    def _token_ids(self, token: str) -> tuple[int, ...]:
+        if token == BOS_TOKEN:
+            return self.characters.bos_ids
+        if token == EOS_TOKEN:
+            return self.characters.eos_ids
+        return self.characters.token_ids(token)
 
     def _config(self) -> dict[str, Any]:
         # `epochs` is left out on purpose: resuming with a larger limit extends a run.

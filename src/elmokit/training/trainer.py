@@ -163,7 +163,13 @@ def evaluate_perplexity(
 ) -> Perplexity:
     """Held-out perplexity with the full softmax, state carried along each row's stream."""
     batcher = StreamBatcher(
-        sentences, vocab, batch_size, unroll_steps, epochs=1, row_layout=row_layout
+        sentences,
+        vocab,
+        batch_size,
+        unroll_steps,
+        epochs=1,
+        row_layout=row_layout,
+        characters=model.bilm.characters,
     )
     was_training = model.training
     model.eval()
@@ -241,6 +247,7 @@ class Trainer:
             max_tokens_per_sentence=config.data.max_tokens_per_sentence,
             epochs=None,
             row_layout=config.data.row_layout,
+            characters=self.model.bilm.characters,
         )
         self.lstm_state: LSTMState | None = None
         self.sampler = torch.Generator().manual_seed(config.seed * 1000 + self.context.rank)
