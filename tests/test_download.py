@@ -128,7 +128,8 @@ def test_registry_urls_are_allennlps() -> None:
         "original": "2x4096_512_2048cnn_2xhighway",
         "original-5.5b": "2x4096_512_2048cnn_2xhighway_5.5B",
     }
-    assert set(PUBLISHED_MODELS) == set(expected)
+    contributed = {"pubmed", "portuguese", "portuguese-brwac", "japanese", "german"}
+    assert set(PUBLISHED_MODELS) == set(expected) | contributed
     for name, stem in expected.items():
         model = PUBLISHED_MODELS[name]
         prefix = f"https://allennlp.s3.amazonaws.com/models/elmo/{stem}/elmo_{stem}"
@@ -318,3 +319,175 @@ def test_cli_download(
     mirror.server.mode = "404"
     assert cli.main(["download", "small", "--cache-dir", str(tmp_path / "c2")]) == 2
     assert "HTTP 404" in capsys.readouterr().err
+
+
+def _tiny(model: download.PublishedModel, **changes: Any) -> download.PublishedModel:
+    """A registry entry with the tiny fixture's shape where it states a shape."""
+    shape = {"lstm_dim": 64, "projection_dim": 16, "n_highway": 2} if model.lstm_dim else {}
+    return dataclasses.replace(model, **shape, **changes)
+
+
+def _split_tarball(tmp_path: Path, n_parts: int) -> tuple[list[bytes], bytes]:
+    """A .tgz like the German model's (a folder with the pair, a vocabulary and a checkpoint),
+    cut into n_parts pieces."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for source, name in (
+            (FIXTURES / "options.json", "bilm-output-result/options.json"),
+            (FIXTURES / "lm_weights.hdf5", "bilm-output-result/weights.hdf5"),
+        ):
+            tar.add(source, arcname=name)
+        extra = tmp_path / "model.ckpt-1.data-00000-of-00001"
+        extra.write_bytes(bytes(range(256)) * 64)
+        tar.add(extra, arcname="bilm-output-result/" + extra.name)
+    whole = buffer.getvalue()
+    size = -(-len(whole) // n_parts)
+    return [whole[i : i + size] for i in range(0, len(whole), size)], whole
+
+
+def _digests(data: bytes) -> tuple[str, str]:
+    import hashlib
+
+    return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest()
+
+
+def test_every_registry_entry_downloads_into_its_cache_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """name -> the model's own address -> the cached file, for every entry, each model's base
+    address pointed at a local server (so the per-model hosts are what is exercised)."""
+    root = tmp_path / "served"
+    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
+    server.requests, server.mode = [], "ok"
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    local = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for name, model in list(PUBLISHED_MODELS.items()):
+            host = f"{local}/{name}-host"
+
+            def moved(url: str, model: download.PublishedModel = model, host: str = host) -> str:
+                return host + url[len(model.base_url) :]
+
+            archive = model.archive
+            if archive is not None:
+                pieces, whole = _split_tarball(tmp_path, len(archive.parts))
+                parts = []
+                for part, piece in zip(archive.parts, pieces, strict=True):
+                    served = root / moved(part.url)[len(local) + 1 :]
+                    served.parent.mkdir(parents=True, exist_ok=True)
+                    served.write_bytes(piece)
+                    parts.append(download.ArchivePart(moved(part.url), *_digests(piece)))
+                md5, sha1 = _digests(whole)
+                archive = dataclasses.replace(archive, parts=tuple(parts), md5=md5, sha1=sha1)
+            else:
+                for url, fixture in (
+                    (model.options_url, "options.json"),
+                    (model.weights_url, "lm_weights.hdf5"),
+                ):
+                    served = root / moved(url)[len(local) + 1 :]
+                    served.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(FIXTURES / fixture, served)
+            tiny = _tiny(
+                model,
+                base_url=host,
+                options_url=moved(model.options_url),
+                weights_url=moved(model.weights_url),
+                archive=archive,
+            )
+            monkeypatch.setitem(PUBLISHED_MODELS, name, tiny)
+            cache = tmp_path / "cache"
+            options, weights = download_published(name, cache=cache, progress=False)
+            assert options == cache / model.options_relpath, name
+            assert weights == cache / model.weights_relpath, name
+            assert options.read_bytes() == (FIXTURES / "options.json").read_bytes(), name
+            assert weights.read_bytes() == (FIXTURES / "lm_weights.hdf5").read_bytes(), name
+            assert (weights.parent / (weights.name + ".sha256")).is_file(), name
+            if archive is not None:  # the parts (checkpoints included) are gone
+                leftovers = [p.name for p in _leftovers(cache) if "part-" in p.name]
+                assert leftovers == [], leftovers
+            requests = len(server.requests)
+            assert download_published(name, cache=cache) == (options, weights)
+            assert len(server.requests) == requests, name  # cache hit, no request
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_split_tarball_parts_are_checked_against_published_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    german = PUBLISHED_MODELS["german"]
+    assert german.archive is not None and len(german.archive.parts) == 4
+    pieces, whole = _split_tarball(tmp_path, 4)
+    mirror = tmp_path / "mirror"
+    parts = []
+    for part, piece in zip(german.archive.parts, pieces, strict=True):
+        served = mirror / german.relpath(part.url)
+        served.parent.mkdir(parents=True, exist_ok=True)
+        served.write_bytes(piece)
+        parts.append(download.ArchivePart(part.url, *_digests(piece)))
+    bad = dataclasses.replace(parts[2], md5="0" * 32)
+    archive = dataclasses.replace(german.archive, parts=(*parts[:2], bad, parts[3]))
+    monkeypatch.setitem(PUBLISHED_MODELS, "german", dataclasses.replace(german, archive=archive))
+    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(mirror)))
+    server.requests, server.mode = [], "ok"
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(ModelDownloadError, match="part-02 does not have the published MD5"):
+            download_published("german", cache=tmp_path / "cache", base_url_override=base)
+        assert not (tmp_path / "cache" / german.options_relpath).exists()
+        md5, sha1 = _digests(whole)
+        good = dataclasses.replace(archive, parts=tuple(parts), md5="1" * 32, sha1=sha1)
+        monkeypatch.setitem(PUBLISHED_MODELS, "german", dataclasses.replace(german, archive=good))
+        with pytest.raises(ModelDownloadError, match="joined parts of german"):
+            download_published("german", cache=tmp_path / "cache", base_url_override=base)
+        assert not (tmp_path / "cache" / german.options_relpath).exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_nlpl_ids_download_once_and_only_elmo_zips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import zipfile
+
+    import elmokit
+
+    mirror = tmp_path / "mirror" / "nlpl"
+    mirror.mkdir(parents=True)
+    with zipfile.ZipFile(mirror / "209.zip", "w") as out:
+        out.write(FIXTURES / "options.json", "options.json")
+        out.write(FIXTURES / "lm_weights.hdf5", "model.hdf5")
+    with zipfile.ZipFile(mirror / "5.zip", "w") as out:  # a word2vec model, as NLPL has many
+        out.writestr("model.bin", b"\x00" * 64)
+        out.writestr("meta.json", "{}")
+    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(tmp_path / "mirror")))
+    server.requests, server.mode = [], "ok"
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv(download.BASE_URL_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+        model = elmokit.load("nlpl:209")
+        assert model.config.projection_dim == 16
+        assert (tmp_path / "cache" / "nlpl" / "209.zip.sha256").is_file()
+        elmokit.load("nlpl:209")
+        assert server.requests == ["/nlpl/209.zip"]  # the second load is a cache hit
+        with pytest.raises(ModelDownloadError, match="not an ELMo model"):
+            elmokit.load("nlpl:5")
+        assert not (tmp_path / "cache" / "nlpl" / "5.zip").exists()
+        with pytest.raises(ValueError, match="nlpl:<number>"):
+            download.download_nlpl("nlpl:abc")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -6,8 +6,10 @@
 - an NLPL repository ZIP holding that pair (read in place, see elmokit.io.nlpl);
 - an ELMoForManyLangs model directory (config.json, char.dic, *.pkl; see elmokit.io.efml);
 - "hf://org/name[@revision]", a native model on the Hugging Face Hub (elmokit.io.hub);
-- a published model name ("small", "medium", "original", "original-5.5b"): naming it is the
-  explicit request to download it once into the cache (see elmokit.io.download).
+- a published model name ("small", "medium", "original", "original-5.5b", "pubmed",
+  "portuguese", "portuguese-brwac", "japanese", "german"; docs/models.md) or "nlpl:ID" (an
+  NLPL repository ZIP): naming it is the explicit request to download it once into the cache
+  (see elmokit.io.download).
 """
 
 from __future__ import annotations
@@ -109,12 +111,17 @@ def _load(
                 "model (config.json + encoder.pkl + token_embedder.pkl)"
             )
         return load_bilm(*pair, state_policy=state_policy).to(device).eval()
-    from elmokit.io.download import PUBLISHED_MODELS, download_published
+    from elmokit.io.download import NLPL_PREFIX, PUBLISHED_MODELS, download_nlpl, download_published
+
+    if name.startswith(NLPL_PREFIX):
+        from elmokit.io.nlpl import load_zip
+
+        return load_zip(download_nlpl(name), state_policy=state_policy).to(device).eval()
 
     if name in PUBLISHED_MODELS:
         options_path, weights_path = download_published(name)
         return load_bilm(options_path, weights_path, state_policy=state_policy).to(device).eval()
     known = bundled_models() + sorted(PUBLISHED_MODELS)
     raise FileNotFoundError(
-        f"no model at {name!r}: not a path, and not a known name ({', '.join(known)})"
+        f"no model at {name!r}: not a path, and not a known name ({', '.join(known)}, or nlpl:ID)"
     )

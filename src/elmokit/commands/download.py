@@ -1,4 +1,4 @@
-"""`elmokit download NAME`: fetch a published AllenNLP ELMo model into the local cache."""
+"""`elmokit download NAME`: fetch a published ELMo model (or nlpl:ID) into the local cache."""
 
 from __future__ import annotations
 
@@ -6,17 +6,25 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from elmokit.io.download import BASE_URL_ENV, CACHE_ENV, PUBLISHED_MODELS, download_published
+from elmokit.io.download import (
+    BASE_URL_ENV,
+    CACHE_ENV,
+    NLPL_PREFIX,
+    PUBLISHED_MODELS,
+    download_nlpl,
+    download_published,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    names = ", ".join(PUBLISHED_MODELS)
+    names = ", ".join(PUBLISHED_MODELS) + ", nlpl:ID (an NLPL repository ELMo ZIP)"
     parser = subparsers.add_parser(
         "download",
-        help="download a published ELMo model (options.json + weights.hdf5) into the cache",
+        help="download a published ELMo model into the cache (docs/models.md lists them)",
         description=(
             "Download a published AllenNLP ELMo model, verify it and keep it in the cache; "
-            "prints the options and weights paths, one per line. A verified cached copy is "
+            "prints the options and weights paths, one per line (for nlpl:ID the ZIP's path). "
+            "A verified cached copy is "
             "reused without any network access. This command is the only way elmokit ever "
             "downloads anything."
         ),
@@ -36,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name.startswith(NLPL_PREFIX):
+        print(download_nlpl(args.name, cache=args.cache_dir, force=args.force))
+        return 0
     options_path, weights_path = download_published(
         args.name, cache=args.cache_dir, force=args.force
     )

@@ -1,4 +1,4 @@
-"""Fetch the published AllenNLP ELMo models by name, and only when explicitly asked.
+"""Fetch the published ELMo models by name, and only when explicitly asked.
 
 Nothing else in elmokit touches the network: `download_published` is the single entry point
 that does, reached by naming a published model (`elmokit.load("original")`, `--model original`
@@ -6,27 +6,38 @@ in any command, `elmokit download original`): naming it is the explicit request.
 it fetches is verified before it appears in the cache under its final name, so a file in the
 cache that looks complete is complete.
 
-The cache mirrors the server's relative paths, with a `sha256sum`-style sidecar per file:
+The cache mirrors the server's relative paths, with a `sha256sum`-style sidecar per file that
+records the sha256 of the first download (checked again at every later use):
 
     <cache>/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_options.json
     <cache>/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_options.json.sha256
     <cache>/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_weights.hdf5
     <cache>/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_weights.hdf5.sha256
+
+Models live on several hosts (each entry has its own `base_url`); those not on AllenNLP's get a
+folder of their own (`cache_prefix`). A mirror ($ELMOKIT_MODEL_BASE_URL) serves every model
+under the same relative paths as the cache. A model published as a split tarball (the German
+one) is downloaded part by part, each checked against the publisher's MD5 and SHA1, and only
+its options.json and weights.hdf5 are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
+import shutil
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import h5py
@@ -52,87 +63,226 @@ class ModelDownloadError(OSError):
 
 
 @dataclass(frozen=True)
+class ArchivePart:
+    """One piece of a split tarball, with the digests its publisher gives."""
+
+    url: str
+    md5: str
+    sha1: str
+
+
+@dataclass(frozen=True)
+class SplitTarball:
+    """A model published as a .tgz cut into parts (cat part-* > x.tgz): the parts in order,
+    the digests of the whole, and the names of the two files elmokit keeps from it."""
+
+    parts: tuple[ArchivePart, ...]
+    md5: str
+    sha1: str
+    options_member: str = "options.json"  # matched by file name anywhere in the archive
+    weights_member: str = "weights.hdf5"
+
+
+@dataclass(frozen=True)
 class PublishedModel:
-    """One of the pre-trained biLMs AllenNLP publishes, with its expected shape.
+    """One published pre-trained biLM: where it lives, what it is, its expected shape.
 
     The shape fields double as a check: a downloaded options.json that disagrees with them is
-    rejected, so a misconfigured mirror cannot silently hand out the wrong model.
+    rejected, so a misconfigured mirror cannot silently hand out the wrong model. `None`
+    shape fields (a model whose shape the publisher does not state) are not checked; the
+    structural checks (options.json sections, weights matching it) always run.
     """
 
     name: str
     options_url: str
     weights_url: str
-    params_millions: float  # as AllenNLP's table states it; documentation only
+    params_millions: float | None  # as the publisher states it; documentation only
     description: str
-    # The expected shape; by default the name's row of config.PUBLISHED_SHAPES (the one table).
-    lstm_dim: int = 0  # LSTM cell size ("LSTM hidden size" in AllenNLP's table)
-    projection_dim: int = 0  # LSTM output / token vector size; ELMo vectors are twice this
-    n_highway: int = 0
-    # AllenNLP publishes no checksums for these files; set these if a trusted digest is known.
+    # The expected shape; 0 means the name's row of config.PUBLISHED_SHAPES (the one table).
+    lstm_dim: int | None = 0  # LSTM cell size ("LSTM hidden size" in AllenNLP's table)
+    projection_dim: int | None = 0  # LSTM output / token vector size; ELMo vectors twice this
+    n_highway: int | None = 0
+    # Trusted digests where a publisher gives them (AllenNLP gives none).
     options_sha256: str | None = None
     weights_sha256: str | None = None
+    base_url: str = DEFAULT_BASE_URL  # the publisher's host; both URLs lie under it
+    cache_prefix: str = ""  # the model's folder in the cache and on a mirror ("" for AllenNLP)
+    language: str = "en"
+    source_page: str = "https://allennlp.org/elmo"
+    licence: str = ""
+    archive: SplitTarball | None = None  # set when the files come inside a split tarball
 
     def __post_init__(self) -> None:
-        if not self.lstm_dim:
+        if self.lstm_dim == 0:
             lstm_dim, projection_dim, n_highway = PUBLISHED_SHAPES[self.name]
             object.__setattr__(self, "lstm_dim", lstm_dim)
             object.__setattr__(self, "projection_dim", projection_dim)
             object.__setattr__(self, "n_highway", n_highway)
-        # Both URLs must sit under the default prefix, because a base-URL override (mirror,
-        # test server) works by swapping exactly that prefix.
-        for url in (self.options_url, self.weights_url):
-            if not url.startswith(DEFAULT_BASE_URL + "/"):
-                raise ValueError(f"{self.name}: {url} is not under {DEFAULT_BASE_URL}/")
+        # Every URL must sit under the model's base address: a mirror works by swapping it.
+        urls = [self.options_url, self.weights_url]
+        urls += [part.url for part in self.archive.parts] if self.archive else []
+        for url in urls:
+            if not url.startswith(self.base_url + "/"):
+                raise ValueError(f"{self.name}: {url} is not under {self.base_url}/")
+
+    def relpath(self, url: str) -> str:
+        """Where `url` lives in the cache and on a mirror."""
+        return self.cache_prefix + url[len(self.base_url) + 1 :]
 
     @property
     def options_relpath(self) -> str:
-        return self.options_url[len(DEFAULT_BASE_URL) + 1 :]
+        return self.relpath(self.options_url)
 
     @property
     def weights_relpath(self) -> str:
-        return self.weights_url[len(DEFAULT_BASE_URL) + 1 :]
+        return self.relpath(self.weights_url)
 
     @property
-    def output_dim(self) -> int:
-        return 2 * self.projection_dim
+    def output_dim(self) -> int | None:
+        return 2 * self.projection_dim if self.projection_dim else None
 
 
-# URLs: the relative paths are those of the "Pre-trained ELMo Models" table on
-# https://allennlp.org/elmo (source: github.com/allenai/allennlp-website, elmo.html), which
-# links them as https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/...; AllenNLP's later
-# tutorials/how_to/elmo.md (github.com/allenai/allennlp) and ElmoTokenEmbedder defaults use the
-# same bucket through https://allennlp.s3.amazonaws.com/models/elmo/..., the form used here.
-# Sizes and parameter counts are from the same table. No checksums are published there.
+_ALLENNLP = DEFAULT_BASE_URL
+_GERMAN = "https://github.com/t-systems-on-site-services-gmbh/german-elmo-model/releases/download"
+_JAPANESE = "https://exawizardsallenlp.blob.core.windows.net/data"
+_CONTRIBUTED = (
+    'contributed on https://allennlp.org/elmo ("Contributed ELMo Models"); the page states '
+    "no licence"
+)
+
+# The models AllenNLP's ELMo page lists, and the contributed ones it links. The URLs of the
+# four English models are those of its "Pre-trained ELMo Models" table (source:
+# github.com/allenai/allennlp-website, elmo.html), which links them as
+# https://s3-us-west-2.amazonaws.com/allennlp/models/elmo/...; AllenNLP's later
+# tutorials/how_to/elmo.md and ElmoTokenEmbedder defaults use the same bucket through
+# https://allennlp.s3.amazonaws.com/models/elmo/..., the form used here. The contributed URLs
+# are those AllenNLP's page links and flair's ELMoEmbeddings used; the brWaC weights' file name
+# is the one users of that model load (elmo_pt_weights_dgx1.hdf5), not checked against the
+# server from here. Parameter counts from the same table. docs/models.md lists them all.
 PUBLISHED_MODELS: dict[str, PublishedModel] = {
     model.name: model
     for model in (
         PublishedModel(
             name="small",
-            options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_options.json",  # noqa: E501
-            weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
+            options_url=f"{_ALLENNLP}/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_options.json",  # noqa: E501
+            weights_url=f"{_ALLENNLP}/2x1024_128_2048cnn_1xhighway/elmo_2x1024_128_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
             params_millions=13.6,
             description="Small: 1B Word Benchmark, 256-d ELMo vectors",
         ),
         PublishedModel(
             name="medium",
-            options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_options.json",  # noqa: E501
-            weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
+            options_url=f"{_ALLENNLP}/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_options.json",  # noqa: E501
+            weights_url=f"{_ALLENNLP}/2x2048_256_2048cnn_1xhighway/elmo_2x2048_256_2048cnn_1xhighway_weights.hdf5",  # noqa: E501
             params_millions=28.0,
             description="Medium: 1B Word Benchmark, 512-d ELMo vectors",
         ),
         PublishedModel(
             name="original",
-            options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_options.json",  # noqa: E501
-            weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5",  # noqa: E501
+            options_url=f"{_ALLENNLP}/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_options.json",  # noqa: E501
+            weights_url=f"{_ALLENNLP}/2x4096_512_2048cnn_2xhighway/elmo_2x4096_512_2048cnn_2xhighway_weights.hdf5",  # noqa: E501
             params_millions=93.6,
             description="Original: 1B Word Benchmark, 1024-d ELMo vectors (the paper's model)",
         ),
         PublishedModel(
             name="original-5.5b",
-            options_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_options.json",  # noqa: E501
-            weights_url="https://allennlp.s3.amazonaws.com/models/elmo/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_weights.hdf5",  # noqa: E501
+            options_url=f"{_ALLENNLP}/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_options.json",  # noqa: E501
+            weights_url=f"{_ALLENNLP}/2x4096_512_2048cnn_2xhighway_5.5B/elmo_2x4096_512_2048cnn_2xhighway_5.5B_weights.hdf5",  # noqa: E501
             params_millions=93.6,
             description="Original (5.5B): Wikipedia + WMT news 2008-2012, 1024-d ELMo vectors",
+        ),
+        PublishedModel(
+            name="pubmed",
+            options_url=f"{_ALLENNLP}/contributed/pubmed/elmo_2x4096_512_2048cnn_2xhighway_options.json",  # noqa: E501
+            weights_url=f"{_ALLENNLP}/contributed/pubmed/elmo_2x4096_512_2048cnn_2xhighway_weights_PubMed_only.hdf5",  # noqa: E501
+            params_millions=None,
+            description="PubMed: biomedical abstracts (about 800M tokens), the original shape",
+            lstm_dim=4096,
+            projection_dim=512,
+            n_highway=2,
+            licence=_CONTRIBUTED,
+        ),
+        PublishedModel(
+            name="portuguese",
+            options_url=f"{_ALLENNLP}/contributed/pt/wikipedia/options.json",
+            weights_url=f"{_ALLENNLP}/contributed/pt/wikipedia/elmo_pt_weights.hdf5",
+            params_millions=None,
+            description="Portuguese: Portuguese Wikipedia",
+            lstm_dim=None,
+            projection_dim=None,
+            n_highway=None,
+            language="pt",
+            licence=_CONTRIBUTED,
+        ),
+        PublishedModel(
+            name="portuguese-brwac",
+            options_url=f"{_ALLENNLP}/contributed/pt/brwac/options.json",
+            weights_url=f"{_ALLENNLP}/contributed/pt/brwac/elmo_pt_weights_dgx1.hdf5",
+            params_millions=None,
+            description="Portuguese: the brWaC web corpus",
+            lstm_dim=None,
+            projection_dim=None,
+            n_highway=None,
+            language="pt",
+            licence=_CONTRIBUTED,
+        ),
+        PublishedModel(
+            name="japanese",
+            options_url=f"{_JAPANESE}/options.json",
+            weights_url=f"{_JAPANESE}/weights.hdf5",
+            params_millions=None,
+            description="Japanese (ExaWizards), linked from AllenNLP's page",
+            lstm_dim=None,
+            projection_dim=None,
+            n_highway=None,
+            base_url=_JAPANESE,
+            cache_prefix="japanese-exawizards/",
+            language="ja",
+            licence=_CONTRIBUTED,
+        ),
+        PublishedModel(
+            name="german",
+            options_url=f"{_GERMAN}/files_1/options.json",
+            weights_url=f"{_GERMAN}/files_1/weights.hdf5",
+            params_millions=None,
+            description="German: German Wikipedia, articles and comments (962M tokens, T-Systems)",
+            lstm_dim=None,
+            projection_dim=None,
+            n_highway=None,
+            base_url=_GERMAN,
+            cache_prefix="german-t-systems/",
+            language="de",
+            source_page="https://github.com/t-systems-on-site-services-gmbh/german-elmo-model",
+            licence="BSD-2-Clause (the repository's LICENSE)",
+            # Digests as the model's README publishes them.
+            archive=SplitTarball(
+                parts=tuple(
+                    ArchivePart(
+                        f"{_GERMAN}/files_1/bilm-output-result.tgz.part-0{index}", md5, sha1
+                    )
+                    for index, (md5, sha1) in enumerate(
+                        (
+                            (
+                                "755379908885a6fa6fb5b68e4806eae0",
+                                "39b16d8eaeaa6ff8c161d092fd223704cc3963e6",
+                            ),  # noqa: E501
+                            (
+                                "0a6544017c64cda91a2b209ecbdc5f2c",
+                                "4647c43037b01a67e6c206c9748c5e5b8ab936f8",
+                            ),  # noqa: E501
+                            (
+                                "f316774e8bd12d078bd5e869c64be14b",
+                                "10530cb852cf26f6340c2b4d1cfbeb882f44692b",
+                            ),  # noqa: E501
+                            (
+                                "ae44a2d3cf95795edacba690b77a4e7b",
+                                "c54bcdc27d769e2c5a077d7ab342ee34dd1f3ec2",
+                            ),  # noqa: E501
+                        )
+                    )
+                ),
+                md5="2aa41bbc32d42eae052a7ddf37909443",
+                sha1="9af7efbdd480a919c45e11188625d59a5943f9b9",
+            ),
         ),
     )
 }
@@ -166,7 +316,7 @@ def download_published(
     final place, verified (options.json parses and matches the registry's shape; the HDF5 has
     `char_embed` and a `CNN_proj/W_proj` of the options' projection size) and only then renamed
     into place. `force` re-downloads even a good cached copy. `base_url_override` (or
-    $ELMOKIT_MODEL_BASE_URL) replaces https://allennlp.s3.amazonaws.com/models/elmo, for mirrors.
+    $ELMOKIT_MODEL_BASE_URL) is a mirror serving every model at its cache path.
 
     Raises ValueError for an unknown name and ModelDownloadError (an OSError) when the files
     cannot be fetched or fail verification.
@@ -177,16 +327,24 @@ def download_published(
         raise ValueError(f"unknown published ELMo model {name!r}; known models: {known}")
 
     root = Path(cache).expanduser() if cache is not None else cache_dir()
-    base_url = (base_url_override or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+    mirror = (base_url_override or os.environ.get(BASE_URL_ENV) or "").rstrip("/")
+
+    def address(url: str) -> str:
+        return f"{mirror}/{model.relpath(url)}" if mirror else url
+
     options_path = root / model.options_relpath
     weights_path = root / model.weights_relpath
     hint = _manual_download_hint(model, options_path, weights_path)
+    if model.archive is not None:
+        if force or not (_intact(options_path) and _intact(weights_path)):
+            _fetch_from_archive(model, model.archive, root, address, progress, timeout, hint)
+        return options_path, weights_path
 
     def check_options(path: Path, source: str) -> None:
         _check_options(path, model, source)
 
     _ensure_file(
-        f"{base_url}/{model.options_relpath}",
+        address(model.options_url),
         options_path,
         check_options,
         model.options_sha256,
@@ -202,7 +360,7 @@ def download_published(
         _check_weights(path, projection_dim, source)
 
     _ensure_file(
-        f"{base_url}/{model.weights_relpath}",
+        address(model.weights_url),
         weights_path,
         check_weights,
         model.weights_sha256,
@@ -212,6 +370,185 @@ def download_published(
         hint=hint,
     )
     return options_path, weights_path
+
+
+NLPL_BASE_URL = "http://vectors.nlpl.eu/repository/20"
+NLPL_PREFIX = "nlpl:"
+
+
+def download_nlpl(
+    name: str,
+    cache: Path | None = None,
+    force: bool = False,
+    base_url_override: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Path:
+    """`nlpl:ID`: the NLPL repository's model ID (http://vectors.nlpl.eu/repository/), fetched
+    once into `<cache>/nlpl/ID.zip` and kept only if it is an ELMo ZIP (one options JSON and
+    one HDF5 inside); the repository also holds word2vec and fastText models under the same
+    numbering. Returns the ZIP's path (elmokit.io.nlpl reads it in place)."""
+    repository_id = name[len(NLPL_PREFIX) :] if name.startswith(NLPL_PREFIX) else name
+    if not repository_id.isdigit():
+        raise ValueError(f"an NLPL model is named nlpl:<number>, e.g. nlpl:209; got {name!r}")
+    root = Path(cache).expanduser() if cache is not None else cache_dir()
+    mirror = (base_url_override or os.environ.get(BASE_URL_ENV) or "").rstrip("/")
+    relpath = f"nlpl/{repository_id}.zip"
+    url = f"{mirror}/{relpath}" if mirror else f"{NLPL_BASE_URL}/{repository_id}.zip"
+    target = root / relpath
+    hint = (
+        "(elmokit only downloads a model when it is named.) To get it by hand, fetch "
+        f"{NLPL_BASE_URL}/{repository_id}.zip on any machine with internet access and pass "
+        "the ZIP's path to elmokit instead."
+    )
+
+    def check_zip(path: Path, source: str) -> None:
+        from elmokit.io.nlpl import elmo_members
+
+        try:
+            elmo_members(path)
+        except ValueError as error:
+            raise ModelDownloadError(
+                f"{source} is not an ELMo model ({error}); NLPL ids also number word2vec and "
+                "fastText models"
+            ) from None
+
+    _ensure_file(
+        url, target, check_zip, None, force=force, progress=progress, timeout=timeout, hint=hint
+    )
+    return target
+
+
+# --- split tarballs ----------------------------------------------------------------------------
+
+
+def _intact(path: Path) -> bool:
+    """A cached file whose sha256 still equals the one recorded at its first download."""
+    recorded = _read_sidecar(path)
+    return recorded is not None and path.is_file() and _sha256_file(path) == recorded
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    md5, sha1 = hashlib.md5(usedforsecurity=False), hashlib.sha1(usedforsecurity=False)
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            md5.update(chunk)
+            sha1.update(chunk)
+    return md5.hexdigest(), sha1.hexdigest()
+
+
+class _Concatenation(io.RawIOBase):
+    """The parts read one after another as one stream (cat part-* | ...), hashed on the way."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = list(paths)
+        self._handle: IO[bytes] | None = None
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha1 = hashlib.sha1(usedforsecurity=False)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self._handle is None:
+                if not self._paths:
+                    return 0
+                self._handle = self._paths.pop(0).open("rb")
+            data = self._handle.read(len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                self.md5.update(data)
+                self.sha1.update(data)
+                return len(data)
+            self._handle.close()
+            self._handle = None
+
+    def drain(self) -> None:
+        while self.read(_CHUNK_BYTES):
+            pass
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        super().close()
+
+
+def _fetch_from_archive(
+    model: PublishedModel,
+    archive: SplitTarball,
+    root: Path,
+    address: Callable[[str], str],
+    progress: bool,
+    timeout: float,
+    hint: str,
+) -> None:
+    """Download the parts (each checked against its published MD5 and SHA1), read the whole
+    as one .tgz stream (checked too), keep options.json and weights.hdf5, drop the parts."""
+    part_paths = []
+    for part in archive.parts:
+        target = root / model.relpath(part.url)
+
+        def check_part(path: Path, source: str, part: ArchivePart = part) -> None:
+            if _digests(path) != (part.md5, part.sha1):
+                raise ModelDownloadError(
+                    f"{source} does not have the published MD5 {part.md5} / SHA1 {part.sha1}"
+                )
+
+        _ensure_file(
+            address(part.url),
+            target,
+            check_part,
+            None,
+            force=False,
+            progress=progress,
+            timeout=timeout,
+            hint=hint,
+        )
+        part_paths.append(target)
+    options_path, weights_path = root / model.options_relpath, root / model.weights_relpath
+    options_path.parent.mkdir(parents=True, exist_ok=True)
+    wanted = {archive.options_member: options_path, archive.weights_member: weights_path}
+    stream = _Concatenation(part_paths)
+    with contextlib.ExitStack() as stack:
+        temporary = {
+            name: stack.enter_context(atomic_path(path, suffix=".part"))
+            for name, path in wanted.items()
+        }
+        found: set[str] = set()
+        try:
+            with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+                for member in tar:
+                    name = PurePosixPath(member.name).name
+                    if member.isfile() and name in wanted and name not in found:
+                        source = tar.extractfile(member)
+                        assert source is not None  # a regular file always has content
+                        with temporary[name].open("wb") as out:
+                            shutil.copyfileobj(source, out, _CHUNK_BYTES)
+                        found.add(name)
+            stream.drain()
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise ModelDownloadError(
+                f"the parts of {model.name} do not make a readable .tgz ({error}). {hint}"
+            ) from error
+        if (stream.md5.hexdigest(), stream.sha1.hexdigest()) != (archive.md5, archive.sha1):
+            raise ModelDownloadError(
+                f"the joined parts of {model.name} do not have the published MD5 "
+                f"{archive.md5} / SHA1 {archive.sha1}. {hint}"
+            )
+        missing = sorted(set(wanted) - found)
+        if missing:
+            raise ModelDownloadError(f"the {model.name} archive has no {', '.join(missing)}")
+        options = _check_options(temporary[archive.options_member], model, archive.options_member)
+        _check_weights(
+            temporary[archive.weights_member],
+            int(options["lstm"]["projection_dim"]),
+            archive.weights_member,
+        )
+    for path in wanted.values():
+        _write_sidecar(path, _sha256_file(path))
+    for path in part_paths:  # the parts hold training checkpoints too: gigabytes not needed
+        _discard(path)
 
 
 # --- cache -------------------------------------------------------------------------------------
@@ -372,6 +709,16 @@ def _stream(url: str, out: IO[bytes], label: str, progress: bool, timeout: float
 
 
 def _manual_download_hint(model: PublishedModel, options_path: Path, weights_path: Path) -> str:
+    if model.archive is not None:
+        parts = "\n".join(f"  {part.url}" for part in model.archive.parts)
+        return (
+            "(elmokit only downloads a published model when it is named: elmokit.load(name), "
+            "--model name, or `elmokit download name`.) To get it by hand, fetch on any machine "
+            f"with internet access\n{parts}\njoin them (cat part-* > model.tgz), unpack "
+            f"{model.archive.options_member} and {model.archive.weights_member} and pass their "
+            "paths to elmokit instead of the model name. A mirror serving the cache layout can "
+            f"be used by setting {BASE_URL_ENV}."
+        )
     return (
         "(elmokit only downloads a published model when it is named: elmokit.load(name), "
         "--model name, or `elmokit download name`.) To get it by hand, fetch on any machine "
@@ -405,7 +752,11 @@ def _check_options(path: Path, model: PublishedModel, source: str) -> dict[str, 
         ("lstm", "projection_dim"): model.projection_dim,
         ("char_cnn", "n_highway"): model.n_highway,
     }
+    if not isinstance(options["lstm"].get("projection_dim"), int):
+        raise ModelDownloadError(f"{source} has no whole-number lstm.projection_dim")
     for (section, key), want in expected.items():
+        if want is None:  # the publisher does not state it
+            continue
         got = options[section].get(key)
         if got != want:
             raise ModelDownloadError(

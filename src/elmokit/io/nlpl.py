@@ -30,17 +30,25 @@ def _member(names: list[str], suffixes: tuple[str, ...], kind: str, path: Path) 
     return found[0]
 
 
+def elmo_members(path: str | Path) -> tuple[str, str]:
+    """The (options, weights) member names of an NLPL-style ZIP, else a ValueError."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path} is not a readable ZIP archive: {error}") from None
+    return (
+        _member(names, (".json",), "options", path),
+        _member(names, (".hdf5", ".h5"), "weights", path),
+    )
+
+
 def load_zip(path: str | Path, state_policy: StatePolicy = "reset") -> BiLM:
     """The biLM inside an NLPL-style ZIP (options JSON + HDF5 weights)."""
     path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        raise ValueError(f"{path} is not a readable ZIP archive: {error}") from None
-    with archive:
-        names = archive.namelist()
-        options_name = _member(names, (".json",), "options", path)
-        weights_name = _member(names, (".hdf5", ".h5"), "weights", path)
+    options_name, weights_name = elmo_members(path)
+    with zipfile.ZipFile(path) as archive:
         try:
             config = BiLMConfig.from_options(json.loads(archive.read(options_name)))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
