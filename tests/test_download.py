@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.server
 import shutil
@@ -59,6 +60,22 @@ class _Server(http.server.ThreadingHTTPServer):
     mode: str
 
 
+@contextlib.contextmanager
+def _serving(directory: Path) -> Iterator[tuple[_Server, str]]:
+    """A local HTTP server for `directory`: (server, its base address)."""
+    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
+    server.requests, server.mode = [], "ok"
+    # A short poll interval keeps shutdown() (and so each test's teardown) fast.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @dataclasses.dataclass
 class Mirror:
     root: Path  # directory served; laid out like the real bucket under /models/elmo
@@ -102,19 +119,8 @@ def mirror(tmp_path: Path, tiny_small: download.PublishedModel) -> Iterator[Mirr
         target = root / "models" / "elmo" / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(FIXTURES / fixture, target)
-    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    server.requests = []
-    server.mode = "ok"
-    # A short poll interval keeps shutdown() (and so each test's teardown) fast.
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        port = server.server_address[1]
-        yield Mirror(root, server, f"http://127.0.0.1:{port}/models/elmo")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with _serving(root) as (server, base):
+        yield Mirror(root, server, f"{base}/models/elmo")
 
 
 def _leftovers(cache: Path) -> list[Path]:
@@ -360,12 +366,8 @@ def test_every_registry_entry_downloads_into_its_cache_place(
     """name -> the model's own address -> the cached file, for every entry, each model's base
     address pointed at a local server (so the per-model hosts are what is exercised)."""
     root = tmp_path / "served"
-    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    server.requests, server.mode = [], "ok"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    local = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    root.mkdir()
+    with _serving(root) as (server, local):
         for name, model in list(PUBLISHED_MODELS.items()):
             host = f"{local}/{name}-host"
 
@@ -412,10 +414,6 @@ def test_every_registry_entry_downloads_into_its_cache_place(
             requests = len(server.requests)
             assert download_published(name, cache=cache) == (options, weights)
             assert len(server.requests) == requests, name  # cache hit, no request
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_split_tarball_parts_are_checked_against_published_digests(
@@ -434,12 +432,7 @@ def test_split_tarball_parts_are_checked_against_published_digests(
     bad = dataclasses.replace(parts[2], md5="0" * 32)
     archive = dataclasses.replace(german.archive, parts=(*parts[:2], bad, parts[3]))
     monkeypatch.setitem(PUBLISHED_MODELS, "german", dataclasses.replace(german, archive=archive))
-    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(mirror)))
-    server.requests, server.mode = [], "ok"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with _serving(mirror) as (_, base):
         with pytest.raises(ModelDownloadError, match="part-02 does not have the published MD5"):
             download_published("german", cache=tmp_path / "cache", base_url_override=base)
         assert not (tmp_path / "cache" / german.options_relpath).exists()
@@ -449,10 +442,6 @@ def test_split_tarball_parts_are_checked_against_published_digests(
         with pytest.raises(ModelDownloadError, match="joined parts of german"):
             download_published("german", cache=tmp_path / "cache", base_url_override=base)
         assert not (tmp_path / "cache" / german.options_relpath).exists()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_nlpl_ids_download_once_and_only_elmo_zips(
@@ -470,12 +459,8 @@ def test_nlpl_ids_download_once_and_only_elmo_zips(
     with zipfile.ZipFile(mirror / "5.zip", "w") as out:  # a word2vec model, as NLPL has many
         out.writestr("model.bin", b"\x00" * 64)
         out.writestr("meta.json", "{}")
-    server = _Server(("127.0.0.1", 0), partial(_Handler, directory=str(tmp_path / "mirror")))
-    server.requests, server.mode = [], "ok"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        monkeypatch.setenv(download.BASE_URL_ENV, f"http://127.0.0.1:{server.server_address[1]}")
+    with _serving(tmp_path / "mirror") as (server, base):
+        monkeypatch.setenv(download.BASE_URL_ENV, base)
         monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
         model = elmokit.load("nlpl:209")
         assert model.config.projection_dim == 16
@@ -487,7 +472,3 @@ def test_nlpl_ids_download_once_and_only_elmo_zips(
         assert not (tmp_path / "cache" / "nlpl" / "5.zip").exists()
         with pytest.raises(ValueError, match="nlpl:<number>"):
             download.download_nlpl("nlpl:abc")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
