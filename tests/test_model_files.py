@@ -238,6 +238,12 @@ def test_nlpl_zip_loads_in_place(tmp_path: Path, fixture_dir: Path) -> None:
         out.writestr("options.json", "{}")
     with pytest.raises(ValueError, match="expected one weights file"):
         elmokit.load(broken)
+    no_options = tmp_path / "no_options.zip"
+    with zipfile.ZipFile(no_options, "w") as out:
+        out.write(fixture_dir / "lm_weights.hdf5", "model.hdf5")
+        out.writestr("README", "weights only")
+    with pytest.raises(ValueError, match=r"no_options.zip: expected one options file"):
+        elmokit.load(no_options)
     (tmp_path / "not.zip").write_bytes(b"plain text")
     with pytest.raises(ValueError, match="not a readable ZIP"):
         elmokit.load(tmp_path / "not.zip")
