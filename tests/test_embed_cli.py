@@ -125,6 +125,31 @@ def test_layers_and_mix(
     assert embed(str(source), str(tmp_path / "bad.h5"), *model_args, "--top", "--mix", "0,0,0") == 2
 
 
+def test_pool_writes_one_vector_per_line(
+    tmp_path: Path, model_args: list[str], model: BiLM, ptb_lines: list[str]
+) -> None:
+    from elmokit.embedder import Embedder
+
+    source = tmp_path / "in.txt"
+    lines = [*ptb_lines[:3], "", ptb_lines[3]]
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    encoder = Embedder(model)
+    for flags, layer, pooling in (
+        (["--pool", "mean"], "average", "mean"),
+        (["--pool", "max", "--top"], "top", "max"),
+        (["--pool", "first"], "average", "first"),
+    ):
+        out = tmp_path / f"{pooling}.h5"
+        assert embed(str(source), str(out), *model_args, *flags) == 0
+        stored = datasets(out)
+        expected = encoder.encode(lines, pooling=pooling, layer=layer)
+        for index in range(len(lines)):
+            assert stored[str(index)].shape == (model.config.output_dim,)
+            np.testing.assert_allclose(stored[str(index)], expected[index], atol=1e-6)
+    assert not datasets(tmp_path / "mean.h5")["3"].any()  # the blank line: zeros
+    assert embed(str(source), str(tmp_path / "bad.h5"), *model_args, "--pool", "mean", "--all") == 2
+
+
 def _embed_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "elmokit.cli", "embed", *args]
 

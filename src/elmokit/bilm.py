@@ -81,6 +81,14 @@ class BiLM(nn.Module):
         self.lstm.inference_mode = mode
         return self
 
+    # -- publishing ---------------------------------------------------------------------
+
+    def push_to_hub(self, repo_id: str, **options: object) -> str:
+        """Upload to the Hugging Face Hub (elmokit[hub]); see elmokit.io.hub.push_to_hub."""
+        from elmokit.io.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)  # type: ignore[arg-type]
+
     # -- state --------------------------------------------------------------------------
 
     @property

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "cache_vocab",
     "task",
     "serve",
+    "export",
 )
 
 

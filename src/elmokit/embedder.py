@@ -236,6 +236,7 @@ class Embedder:
         layers: Sequence[int] | None = None,
         mix: Sequence[float] | None = None,
         gamma: float = 1.0,
+        pooling: str | None = None,
         resume: bool = False,
         overwrite: bool = False,
         strict: bool = False,
@@ -256,12 +257,14 @@ class Embedder:
 
         The thin layer between the line reader and `FeatureWriter` (elmokit.io.features):
         output_format "all" | "top" | "average" (default "all"; "mix" when `mix` is given),
-        `layers` selects layers first. Returns the written path (OUTPUT, or OUTPUT.rank{r}
-        when world_size > 1, holding the lines with index % world_size == rank).
+        `layers` selects layers first; `pooling` ("mean", "max", "first", "last") stores one
+        vector per line (output "average" unless another is given). Returns the written path
+        (OUTPUT, or OUTPUT.rank{r} when world_size > 1, holding the lines with
+        index % world_size == rank).
         sentence_keys / sentence_index: `allennlp elmo`'s --use-sentence-keys and
         --forget-sentences (see FeatureWriter.finish).
         """
-        spec = make_spec(output_format, layers, mix, gamma)
+        spec = make_spec(output_format, layers, mix, gamma, pooling)
         spec.check_layers(self.n_layers)
         if world_size > 1 and (sentence_keys or not sentence_index):
             raise ValueError("sentence keys / no sentence_to_index: run in one process")
@@ -293,7 +296,7 @@ class Embedder:
             with bar:
                 results = self.embed_keyed(items(), batch_size, spec.reduce)
                 for (index, text), features in results:
-                    writer.write(index, text, features)
+                    writer.write(index, text, spec.pool(features))
                     written = index + 1
                     bar.update(1)
                     since_checkpoint += 1
@@ -416,10 +419,12 @@ def make_spec(
     layers: Sequence[int] | None = None,
     mix: Sequence[float] | None = None,
     gamma: float = 1.0,
+    pooling: str | None = None,
 ) -> FeatureSpec:
     if mix is not None and output_format not in (None, "mix"):
         raise ValueError(f"--mix is its own output; it cannot be combined with {output_format!r}")
-    output = "mix" if mix is not None else (output_format or "all")
+    default = "average" if pooling is not None else "all"
+    output = "mix" if mix is not None else (output_format or default)
     if output not in ("all", "top", "average", "mix"):
         raise ValueError(f"output_format must be all, top or average, got {output_format!r}")
     return FeatureSpec(
@@ -427,6 +432,7 @@ def make_spec(
         layers=tuple(layers) if layers is not None else None,
         mix=tuple(float(w) for w in mix) if mix is not None else None,
         gamma=float(gamma),
+        pooling=pooling,
     )
 
 
@@ -546,6 +552,7 @@ class _LineReader:
 class _BlankLines:
     def __init__(self, strict: bool, warn: Callable[[str], None], shape: tuple[int, ...]) -> None:
         self.strict, self.warn, self.shape = strict, warn, shape
+        self._what = "an empty dataset" if 0 in shape else "a zero vector"
         self.count = 0
 
     def seen(self, index: int) -> None:
@@ -557,7 +564,7 @@ class _BlankLines:
         self.count += 1
         if self.count == 1:
             self.warn(
-                f"line {index + 1} is blank: writing an empty dataset {self.shape} under "
+                f"line {index + 1} is blank: writing {self._what} {self.shape} under "
                 f"'{index}' to keep line numbers (further blank lines are not reported one "
                 "by one)"
             )

@@ -36,7 +36,14 @@ from elmokit.embedder import (
     check_embed_paths,
     make_spec,
 )
-from elmokit.io.features import find_shards, merge_shards, parse_layers, parse_mix, partial_path
+from elmokit.io.features import (
+    POOLINGS,
+    find_shards,
+    merge_shards,
+    parse_layers,
+    parse_mix,
+    partial_path,
+)
 from elmokit.modules.fast_inference import INFERENCE_MODES
 from elmokit.tokenizers import TOKENIZERS
 
@@ -89,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--mix",
         help="w0,w1,...[,gamma]: store gamma * sum softmax(w)_j * layer_j (T, D), "
         "a fixed ScalarMix",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=POOLINGS,
+        help="one vector per line (D,): pool the tokens' vectors of --average (the default "
+        "then), --top or --mix; an empty line gives zeros",
     )
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
@@ -231,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mix:
         n_mixed = len(layers) if layers is not None else embedder.n_layers
         mix, gamma = parse_mix(args.mix, n_mixed)
-    make_spec(args.output_format, layers, mix, gamma).check_layers(embedder.n_layers)
+    make_spec(args.output_format, layers, mix, gamma, args.pool).check_layers(embedder.n_layers)
 
     def say(message: str) -> None:
         from tqdm import tqdm
@@ -251,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
             layers=layers,
             mix=mix,
             gamma=gamma,
+            pooling=args.pool,
             resume=args.resume,
             overwrite=args.overwrite,
             strict=args.strict,

@@ -45,6 +45,8 @@ import numpy as np
 
 FeatureOutput = Literal["all", "top", "average", "mix"]
 FEATURE_OUTPUTS: tuple[str, ...] = ("all", "top", "average", "mix")
+# Over a sentence's tokens, for one vector per line (`elmokit embed --pool`).
+POOLINGS: tuple[str, ...] = ("mean", "max", "first", "last")
 
 SENTENCE_TO_INDEX = "sentence_to_index"
 PROGRESS_GROUP = "_elmokit_progress"
@@ -66,13 +68,15 @@ class FeatureSpec:
 
     output: "all" keeps the (selected) layers, "top" the last layer, "average" the mean of the
     (selected) layers, "mix" `gamma * sum_j softmax(mix)_j * layer_j` over the (selected)
-    layers, the ScalarMix formula with fixed weights.
+    layers, the ScalarMix formula with fixed weights. pooling ("mean", "max", "first",
+    "last") then turns a sentence's [T, D] into one vector [D] (zeros for an empty sentence).
     """
 
     output: FeatureOutput = "all"
     layers: tuple[int, ...] | None = None
     mix: tuple[float, ...] | None = None
     gamma: float = 1.0
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in FEATURE_OUTPUTS:
@@ -88,6 +92,14 @@ class FeatureSpec:
                 raise ValueError(f"layers must be distinct indices >= 0, got {self.layers}")
         if self.mix is not None and not all(math.isfinite(w) for w in (*self.mix, self.gamma)):
             raise ValueError("mix weights and gamma must be finite numbers")
+        if self.pooling is not None:
+            if self.pooling not in POOLINGS:
+                raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            if self.output == "all":
+                raise ValueError(
+                    "pooling makes one vector per sentence from one vector per token: use it "
+                    "with --average (the default then), --top or --mix, not --all"
+                )
 
     def check_layers(self, n_layers: int) -> None:
         """Raise if the spec does not fit a model with n_layers outputs (L + 1)."""
@@ -123,7 +135,21 @@ class FeatureSpec:
             return layers.mean(axis=0, dtype=np.float32)
         return np.tensordot(self.mix_weights(), layers, axes=1).astype(np.float32, copy=False)
 
+    def pool(self, tokens: np.ndarray) -> np.ndarray:
+        """A sentence's stored [T, D] -> [D] (unchanged without pooling)."""
+        if self.pooling is None:
+            return tokens
+        if tokens.shape[0] == 0:
+            return np.zeros(tokens.shape[1], dtype=np.float32)
+        if self.pooling == "mean":
+            return tokens.mean(axis=0, dtype=np.float32)
+        if self.pooling == "max":
+            return tokens.max(axis=0)
+        return np.ascontiguousarray(tokens[0] if self.pooling == "first" else tokens[-1])
+
     def shape(self, n_layers: int, n_tokens: int, dim: int) -> tuple[int, ...]:
+        if self.pooling is not None:
+            return (dim,)
         if self.output != "all":
             return (n_tokens, dim)
         selected = len(self.layers) if self.layers is not None else n_layers
@@ -141,6 +167,7 @@ class FeatureSpec:
             layers=tuple(layers) if layers is not None else None,
             mix=tuple(mix) if mix is not None else None,
             gamma=float(data.get("gamma", 1.0)),
+            pooling=data.get("pooling"),
         )
 
 
