@@ -275,6 +275,77 @@ def test_item5_checkpoints_are_time_bounded(tmp_path: Path, fixture_dir: Path) -
     assert seen == list(range(1, 31))  # by time (every line here), not only every 10,000 lines
 
 
+def test_item5_an_interruption_loses_at_most_the_running_batch(
+    tmp_path: Path, fixture_dir: Path
+) -> None:
+    """What an interruption costs is the work computed but not kept. Lines used to be written
+    only when their whole look-ahead window (16 batches) was done."""
+    import elmokit
+    from elmokit.embedder import Embedder
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"line {i} " + "word " * (i % 23) + ".\n" for i in range(1500)))
+    model = elmokit.load(fixture_dir / "options.json", weights=fixture_dir / "lm_weights.hdf5")
+    embedder = Embedder(model, batch_size=32)
+    computed: list[int] = []
+    forward = embedder._forward
+
+    def counting(sentences: list[list[str]]):  # type: ignore[no-untyped-def]
+        computed.append(len(sentences))
+        return forward(sentences)
+
+    embedder._forward = counting  # type: ignore[method-assign]
+
+    def interrupt(lines: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embedder.embed_file(source, tmp_path / "out.hdf5", checkpoint_every=40,
+                            on_checkpoint=interrupt)  # fmt: skip
+    with h5py.File(tmp_path / "out.hdf5.partial", "r") as partial:
+        kept = partial["_elmokit_progress"]["index"].shape[0]
+    assert kept >= 40
+    assert sum(computed) - kept <= 32, (sum(computed), kept)
+
+
+def test_item5_ctrl_c_keeps_the_lines_of_the_unfinished_window(
+    tmp_path: Path, model_args: list[str]
+) -> None:
+    """One look-ahead window here is 16 batches of 32 = 512 lines; a Ctrl-C inside the first
+    one used to keep nothing. Every line written before it must be in the partial file, and
+    the resumed file must equal an uninterrupted run."""
+    import signal
+
+    import numpy as np
+
+    lines = [f"line {i} " + "word " * (i % 23) + "." for i in range(1500)]
+    source, output = tmp_path / "in.txt", tmp_path / "out.hdf5"
+    source.write_text("\n".join(lines) + "\n")
+    options = [*model_args, "--top", "--batch-size", "32", "--checkpoint-every", "40"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "elmokit.cli", "embed", str(source), str(output), *options]
+    process = subprocess.Popen([*command, "-v"], stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("checkpoint:"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in rest, rest
+    assert "interrupted" in rest and "--resume" in rest
+    with h5py.File(f"{output}.partial", "r") as partial:
+        kept = partial["_elmokit_progress"]["index"][:]
+        assert 40 <= len(kept) < 512  # inside the first window, and kept
+        assert all(str(index) in partial for index in kept)
+    assert elmokit("embed", source, output, *options, "--resume").returncode == 0
+    straight = tmp_path / "straight.hdf5"
+    assert elmokit("embed", source, straight, *options).returncode == 0
+    with h5py.File(output, "r") as a, h5py.File(straight, "r") as b:
+        keys = [k for k in b if k.isdigit()]
+        assert sorted(k for k in a if k.isdigit()) == sorted(keys) and len(keys) == 1500
+        assert all(np.array_equal(a[k][()], b[k][()]) for k in keys)
+
+
 def test_item5_sigterm_keeps_the_work_and_says_how_to_continue(
     tmp_path: Path, model_args: list[str]
 ) -> None:

@@ -177,8 +177,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     partial = tmp_path / "killed.h5.partial"
     assert not killed.exists() and partial.exists()
     with h5py.File(partial, "r") as file:
-        done = int(file["_elmokit_progress"].attrs["completed_lines"])
-    assert 150 <= done < 2000
+        # Lines finish out of order within a look-ahead window; each one recorded is kept.
+        done = file["_elmokit_progress"]["index"].shape[0]
+        prefix = int(file["_elmokit_progress"].attrs["completed_lines"])
+    assert 150 <= done < 2000 and prefix <= done
 
     refused = subprocess.run(command, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr

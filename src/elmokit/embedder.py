@@ -202,6 +202,8 @@ class Embedder:
         items: Iterable[tuple[K, SentenceInput]],
         batch_size: int | None = None,
         transform: Transform | None = None,
+        *,
+        ordered: bool = True,
     ) -> Iterator[tuple[K, np.ndarray]]:
         """Like embed_sentences for (key, sentence) pairs, yielding (key, array) in order.
 
@@ -209,6 +211,11 @@ class Embedder:
         applied as soon as a batch is done so that the window holds only the reduced arrays.
         It must treat each token position on its own (axis -2 is the token axis of its
         output): sentences split by max_sentence_tokens are transformed piece by piece.
+
+        ordered=False yields each sentence as soon as its batch is done (within a look-ahead
+        window batches run longest first, so the input order would hold every result back
+        until the window's last batch): what a writer that records which lines are done
+        (embed_file) uses to keep an interruption from costing the whole window.
         """
         batch_size = batch_size or self.batch_size
         if batch_size < 1:
@@ -222,10 +229,10 @@ class Embedder:
             window.append((key, tokens))
             n_tokens += len(tokens)
             if len(window) >= max_sentences or n_tokens >= max_tokens:
-                yield from self._embed_window(window, batch_size, transform)
+                yield from self._embed_window(window, batch_size, transform, ordered)
                 window, n_tokens = [], 0
         if window:
-            yield from self._embed_window(window, batch_size, transform)
+            yield from self._embed_window(window, batch_size, transform, ordered)
 
     def embed_file(
         self,
@@ -277,27 +284,38 @@ class Embedder:
         if world_size > 1:
             attrs[SHARD_ATTR] = f"{rank}/{world_size}"
         writer = FeatureWriter(final, spec, resume=resume, attrs=attrs)
+        progress_of = _Progress(writer.completed_lines)
         written = writer.completed_lines  # every line of ours before this one is on disk
         try:
             start = writer.completed_lines
             reader = _LineReader(Path(input_path), errors, start, rank, world_size)
             reader.expect = writer.last_sentence()
             blank = _BlankLines(strict, warn, spec.shape(self.n_layers, 0, self.dim))
+            bar = _progress_bar(Path(input_path), rank, world_size, start, progress)
 
             def items() -> Iterator[tuple[tuple[int, str], list[str]]]:
                 for index, text in reader:
+                    if index in writer.done_after:  # kept from the interrupted run
+                        progress_of.read(index)
+                        progress_of.done(index)
+                        bar.update(1)
+                        continue
                     tokens = self.tokenize(text)
                     if not tokens:
                         blank.seen(index)
+                    progress_of.read(index)
                     yield (index, text), tokens
 
-            bar = _progress_bar(Path(input_path), rank, world_size, start, progress)
             since_checkpoint, last_checkpoint = 0, time.monotonic()
             with bar:
-                results = self.embed_keyed(items(), batch_size, spec.reduce)
+                # Unordered: each line is written as soon as its batch is done, so an
+                # interruption loses at most the batch running (and the progress bar moves
+                # line by line), not the whole look-ahead window.
+                results = self.embed_keyed(items(), batch_size, spec.reduce, ordered=False)
                 for (index, text), features in results:
                     writer.write(index, text, spec.pool(features))
-                    written = index + 1
+                    progress_of.done(index)
+                    written = progress_of.completed
                     bar.update(1)
                     since_checkpoint += 1
                     # Every N lines, and at least every `checkpoint_seconds`: what an
@@ -309,7 +327,7 @@ class Embedder:
                         writer.checkpoint(written)
                         since_checkpoint, last_checkpoint = 0, time.monotonic()
                         if on_checkpoint is not None:
-                            on_checkpoint(written)
+                            on_checkpoint(writer.recorded_lines)
             blank.summary()
             return writer.finish(
                 reader.lines_read, sentence_keys=sentence_keys, sentence_index=sentence_index
@@ -333,21 +351,45 @@ class Embedder:
         window: list[tuple[K, list[str]]],
         batch_size: int,
         transform: Transform | None,
+        ordered: bool = True,
     ) -> Iterator[tuple[K, np.ndarray]]:
         slots: dict[tuple[str, ...], int] = {}
         plans: list[list[int]] = []
         for _, tokens in window:
             plans.append([slots.setdefault(piece, len(slots)) for piece in self._pieces(tokens)])
-        results = self._embed_distinct(list(slots), batch_size, transform)
-        handed_out = [False] * len(results)
-        for (key, _), plan in zip(window, plans, strict=True):
+        users: list[list[int]] = [[] for _ in slots]  # slot -> window positions that need it
+        for position, plan in enumerate(plans):
+            for slot in set(plan):
+                users[slot].append(position)
+        missing = [len(set(plan)) for plan in plans]
+        results: list[np.ndarray | None] = [None] * len(slots)
+        handed_out = [False] * len(slots)
+
+        def assemble(position: int) -> tuple[K, np.ndarray]:
+            plan = plans[position]
             if len(plan) > 1:
-                yield key, np.concatenate([results[slot] for slot in plan], axis=-2)
-                continue
+                return window[position][0], np.concatenate(
+                    [cast(np.ndarray, results[slot]) for slot in plan], axis=-2
+                )
             slot = plan[0]
             # A repeated sentence gets its own copy: callers may modify what they receive.
-            yield key, results[slot].copy() if handed_out[slot] else results[slot]
+            array = cast(np.ndarray, results[slot])
+            if handed_out[slot]:
+                array = array.copy()
             handed_out[slot] = True
+            return window[position][0], array
+
+        for slot, array in self._iter_distinct(list(slots), batch_size, transform):
+            results[slot] = array
+            if ordered:
+                continue
+            for position in users[slot]:
+                missing[position] -= 1
+                if missing[position] == 0:
+                    yield assemble(position)
+        if ordered:
+            for position in range(len(window)):
+                yield assemble(position)
 
     def _pieces(self, tokens: list[str]) -> list[tuple[str, ...]]:
         limit = self.max_sentence_tokens
@@ -355,39 +397,38 @@ class Embedder:
             return [tuple(tokens)]
         return [tuple(tokens[start : start + limit]) for start in range(0, len(tokens), limit)]
 
-    def _embed_distinct(
+    def _iter_distinct(
         self, sentences: list[tuple[str, ...]], batch_size: int, transform: Transform | None
-    ) -> list[np.ndarray]:
-        results: list[np.ndarray | None] = [None] * len(sentences)
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(slot, array) for each sentence, batch by batch, longest sentences first."""
         empty = np.zeros((self.n_layers, 0, self.dim), dtype=np.float32)
 
-        def store(slot: int, layers: np.ndarray) -> None:
+        def stored(layers: np.ndarray) -> np.ndarray:
             out = transform(layers) if transform is not None else layers
             # Own the memory: a view would keep the whole padded batch tensor alive.
-            results[slot] = np.array(out, dtype=np.float32, copy=True)
+            return np.array(out, dtype=np.float32, copy=True)
 
-        def run(batch: list[int]) -> None:
+        def run(batch: list[int]) -> Iterator[tuple[int, np.ndarray]]:
             layers = self._forward([list(sentences[slot]) for slot in batch]).numpy()
             for row, slot in enumerate(batch):
-                store(slot, layers[row, :, : len(sentences[slot])])
+                yield slot, stored(layers[row, :, : len(sentences[slot])])
 
         order = sorted(range(len(sentences)), key=lambda slot: len(sentences[slot]), reverse=True)
         batch: list[int] = []
         for slot in order:
             length = len(sentences[slot])
             if length == 0:
-                store(slot, empty)
+                yield slot, stored(empty)
                 continue
             if batch:
                 longest = len(sentences[batch[0]])  # sorted: the first is the longest
                 padded = (len(batch) + 1) * longest
                 if len(batch) == batch_size or padded > self.max_tokens_per_batch:
-                    run(batch)
+                    yield from run(batch)
                     batch = []
             batch.append(slot)
         if batch:
-            run(batch)
-        return cast(list[np.ndarray], results)  # every slot was stored above
+            yield from run(batch)
 
     # -- biLM calls ----------------------------------------------------------------------------
 
@@ -482,6 +523,26 @@ def check_embed_paths(
         except OSError as error:
             raise PermissionError(f"cannot write output {final}: {error.strerror}") from error
     return final
+
+
+class _Progress:
+    """Which lines of ours are done when they finish out of order: `completed` is the index
+    before which every line read is done (the resumable prefix)."""
+
+    def __init__(self, start: int) -> None:
+        self._outstanding: set[int] = set()
+        self._next = start  # one past the last line read
+
+    def read(self, index: int) -> None:
+        self._outstanding.add(index)
+        self._next = index + 1
+
+    def done(self, index: int) -> None:
+        self._outstanding.discard(index)
+
+    @property
+    def completed(self) -> int:
+        return min(self._outstanding) if self._outstanding else self._next
 
 
 class _LineReader:

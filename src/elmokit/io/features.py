@@ -216,10 +216,12 @@ def _line_keys(group: h5py.Group) -> Iterator[tuple[int, str]]:
 class FeatureWriter:
     """Writes per-sentence features to `path` through `path.partial` (see module docstring).
 
-    Lines are written in increasing index order with `write`; `checkpoint(completed)` records
-    that every line before `completed` that belongs to this writer is on disk; `finish`
-    builds `sentence_to_index`, renames the file and returns the final path. `close` without
-    `finish` keeps the partial file for a later `resume=True`.
+    Lines are written with `write`, in any order (a look-ahead window finishes its longest
+    sentences first); `checkpoint(completed)` records every line written so far, and that
+    every line before `completed` that belongs to this writer is on disk; `finish` builds
+    `sentence_to_index`, renames the file and returns the final path. `close` without `finish`
+    keeps the partial file for a later `resume=True`, which keeps every recorded line:
+    `done_after` lists those at or past `completed`, for the caller to skip.
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class FeatureWriter:
         self.spec = spec
         self._pending: list[tuple[int, str]] = []
         self._closed = False
+        self.done_after: set[int] = set()  # recorded lines at or past completed_lines
         resuming = resume and self.partial.exists()
         try:
             self._file = _open(self.partial, "r+" if resuming else "w")
@@ -295,22 +298,26 @@ class FeatureWriter:
                     f"not {value!r}; resume with the same options or start over"
                 )
         completed = int(file[PROGRESS_GROUP].attrs[COMPLETED_ATTR])
-        # Lines written after the last checkpoint may be incomplete: drop them.
-        for _, key in [item for item in _line_keys(file) if item[0] >= completed]:
-            del file[key]
+        recorded = set(file[PROGRESS_GROUP]["index"][:].tolist())
+        # Lines written after the last checkpoint may be incomplete: drop them. Lines recorded
+        # at a checkpoint are complete wherever they are.
+        for index, key in [item for item in _line_keys(file) if item[0] >= completed]:
+            if index not in recorded:
+                del file[key]
+        self.done_after = {index for index in recorded if index >= completed}
         file.flush()
 
     def last_sentence(self) -> tuple[int, str] | None:
-        """(line index, text) of the last line recorded at a checkpoint, if any."""
+        """(line index, text) of the furthest line recorded at a checkpoint, if any."""
         group = self._file[PROGRESS_GROUP]
-        n = group["index"].shape[0]
-        if n == 0:
+        if group["index"].shape[0] == 0:
             return None
-        return int(group["index"][n - 1]), group["sentence"].asstr()[n - 1]
+        row = int(np.argmax(group["index"][:]))
+        return int(group["index"][row]), group["sentence"].asstr()[row]
 
     def write(self, index: int, sentence: str, features: np.ndarray) -> None:
-        if index < self.completed_lines:
-            raise ValueError(f"line {index} is before the recorded progress {self.completed_lines}")
+        if index < self.completed_lines or index in self.done_after:
+            raise ValueError(f"line {index} is already recorded as done")
         self._file.create_dataset(str(index), data=np.asarray(features, dtype=np.float32))
         self._pending.append((index, sentence))
 
@@ -327,6 +334,11 @@ class FeatureWriter:
         group.attrs[COMPLETED_ATTR] = completed_lines
         self.completed_lines = completed_lines
         self._file.flush()
+
+    @property
+    def recorded_lines(self) -> int:
+        """How many lines the last checkpoint recorded as done (in any order)."""
+        return int(self._file[PROGRESS_GROUP]["index"].shape[0])
 
     def finish(
         self, total_lines: int, *, sentence_keys: bool = False, sentence_index: bool = True
