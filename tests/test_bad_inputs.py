@@ -69,6 +69,29 @@ def test_item1_nul_in_embed_input_keeps_the_lines_before_it(
     assert replaced.returncode == 0, replaced.stderr
 
 
+def test_item5_a_bad_line_keeps_every_line_before_it(tmp_path: Path, model_args: list[str]) -> None:
+    """The bad line falls in the second look-ahead window: the 38 lines read before it in that
+    window are embedded and kept too, and the message says how to continue."""
+    good = [f"sentence {i} is fine ." for i in range(600)]
+    source, output = tmp_path / "in.txt", tmp_path / "out.hdf5"
+    broken = [*good[:550], "bad \udcff byte"]
+    source.write_bytes(
+        "\n".join(broken).encode("utf-8", "surrogateescape")
+        + b"\n"
+        + "\n".join(good[551:]).encode()
+    )
+    options = [*model_args, "--batch-size", "32", "--top"]
+    result = elmokit("embed", source, output, *options)
+    assert_refused(result, "line 551", "not valid UTF-8", "--resume")
+    with h5py.File(f"{output}.partial", "r") as partial:
+        assert int(partial["_elmokit_progress"].attrs["completed_lines"]) == 550
+        assert partial["_elmokit_progress"]["index"].shape[0] == 550
+    source.write_text("\n".join(good) + "\n")
+    assert elmokit("embed", source, output, *options, "--resume").returncode == 0
+    with h5py.File(output, "r") as handle:
+        assert len([k for k in handle if k.isdigit()]) == 600
+
+
 # -- item 2: the input given as the output --------------------------------------------------
 
 

@@ -224,13 +224,19 @@ class Embedder:
         max_tokens = self.window_batches * self.max_tokens_per_batch
         window: list[tuple[K, list[str]]] = []
         n_tokens = 0
-        for key, sentence in items:
-            tokens = self.tokenize(sentence)
-            window.append((key, tokens))
-            n_tokens += len(tokens)
-            if len(window) >= max_sentences or n_tokens >= max_tokens:
-                yield from self._embed_window(window, batch_size, transform, ordered)
-                window, n_tokens = [], 0
+        try:
+            for key, sentence in items:
+                tokens = self.tokenize(sentence)
+                window.append((key, tokens))
+                n_tokens += len(tokens)
+                if len(window) >= max_sentences or n_tokens >= max_tokens:
+                    yield from self._embed_window(window, batch_size, transform, ordered)
+                    window, n_tokens = [], 0
+        except InputError:
+            # A bad line: the lines read before it are still embedded (and, in embed_file,
+            # kept) before the error goes on, so a rerun with --resume starts at that line.
+            yield from self._embed_window(window, batch_size, transform, ordered)
+            raise
         if window:
             yield from self._embed_window(window, batch_size, transform, ordered)
 

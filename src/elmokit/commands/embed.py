@@ -33,6 +33,7 @@ from elmokit.embedder import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_SECONDS,
     Embedder,
+    InputError,
     check_embed_paths,
     make_spec,
 )
@@ -280,6 +281,15 @@ def run(args: argparse.Namespace) -> int:
             on_warning=lambda message: say(f"warning: {message}"),
             on_checkpoint=checkpointed,
         )
+    except InputError as error:
+        partial = partial_path(target)
+        kept = (
+            f"; every line before it is kept in {partial}: fix the input and rerun with "
+            "--resume to continue from that line (or --overwrite to start over)"
+            if partial.exists()
+            else ""
+        )
+        raise CommandError(f"{error}{kept}") from None
     except (KeyboardInterrupt, _Terminated) as stop:
         how = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
         print(
