@@ -5,7 +5,8 @@ use_fast_path). Same arithmetic as the autograd path up to float rounding, organ
 - time-major and packed: step t works on its first rows[t] rows only, so padding costs nothing
   in the input product either (the autograd path multiplies all B x T rows);
 - products on weights prepared once per mode (fast_inference.PackedLinear), rebuilt when the
-  parameters change;
+  parameters change; the per-step weights prepacked only while the copies are small
+  (PREPACK_LIMIT_BYTES: not for the original shape, where they would add 160 MB);
 - the input half of the gates in chunks of _INPUT_GATE_CHUNK values (16 MB) instead of
   [B, T, 4H] for the whole batch;
 - the cell state updated in place, tanh computed as 2 sigmoid(2x) - 1.
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 # The input half of the gates is computed for this many values at a time (rows x 4H),
 # bounding the memory (16 MB) instead of holding [B, T, 4H] for the whole batch.
 _INPUT_GATE_CHUNK = 4 * 1024 * 1024
+# The per-step weights (recurrent half and projection) are prepacked into oneDNN's layout, a
+# copy beside the parameters, only while the copies stay this small. Measured on the original
+# shape (1 thread, 320 sentences, batch 64): prepacked 160 MB more peak RSS (1,047 vs 843 MB)
+# for 7% more speed (409 vs 380 tokens/s); the small shape's copies are 10 MB.
+PREPACK_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def run_inference(
@@ -144,8 +150,14 @@ def _prepare_weights(
 ) -> list[list[tuple[PackedLinear, PackedLinear, PackedLinear]]]:
     """Per layer and direction: (input half with the gate bias, hidden half, projection)."""
     mode = stack.inference_mode
+    layers = cast("list[ProjectedLSTMLayer]", list(stack.layers))
+    per_step_bytes = sum(
+        (layer.W_0[:, layer.input_dim :].numel() + layer.W_P.numel()) * layer.W_P.element_size()
+        for layer in layers
+    )
+    prepack = per_step_bytes <= PREPACK_LIMIT_BYTES
     prepared = []
-    for layer in cast("list[ProjectedLSTMLayer]", list(stack.layers)):
+    for layer in layers:
         bias = layer.gate_bias().detach()
         input_dim = layer.input_dim
         prepared.append(
@@ -153,8 +165,8 @@ def _prepare_weights(
                 (
                     # Used on hundreds of rows at once: read in place, no copy (fp32).
                     PackedLinear(layer.W_0[d, :input_dim], bias[d, 0], mode, prepack=False),
-                    PackedLinear(layer.W_0[d, input_dim:], None, mode),
-                    PackedLinear(layer.W_P[d], None, mode),
+                    PackedLinear(layer.W_0[d, input_dim:], None, mode, prepack=prepack),
+                    PackedLinear(layer.W_P[d], None, mode, prepack=prepack),
                 )
                 for d in range(2)
             ]
