@@ -67,10 +67,13 @@ def format_delta(results: TaskResult, baseline: str) -> str:
     return f"{delta:+.2f}"
 
 
-def verdict(results: TaskResult, baseline: str = "layer0") -> str:
-    """One plain sentence: does +ELMo beat the baseline by more than twice the larger seed
-    std (the rule docs/tasks.md states)?"""
-    key = elmo_key(results)
+ADAPTED_SUFFIX = " (adapted LM)"  # +ELMo from the biLM fine-tuned on the task (--adapt-lm)
+
+
+def verdict(results: TaskResult, baseline: str = "layer0", key: str | None = None) -> str:
+    """One plain sentence: does +ELMo (or `key`) beat the baseline by more than twice the
+    larger seed std (the rule docs/tasks.md states)?"""
+    key = key or elmo_key(results)
     if key not in results.scores or baseline not in results.scores:
         return ""
     elmo_mean, elmo_std = mean_std(results.scores[key])
@@ -83,9 +86,10 @@ def verdict(results: TaskResult, baseline: str = "layer0") -> str:
     else:
         spread_text = f"largest seed std {spread:.2f}; the rule: more than twice that"
         beats = delta > 2 * spread
+    task = results.task + (" with the adapted LM" if key.endswith(ADAPTED_SUFFIX) else "")
     if beats:
-        return f"{results.task}: yes, by {delta:+.2f} ({spread_text})."
-    return f"{results.task}: **no**, {delta:+.2f} ({spread_text})."
+        return f"{task}: yes, by {delta:+.2f} ({spread_text})."
+    return f"{task}: **no**, {delta:+.2f} ({spread_text})."
 
 
 def markdown_report(
@@ -104,7 +108,10 @@ def markdown_report(
     # layers are in the by-layer table.
     shown = {key for key, _ in columns} | {"layer0+elmo"}
     others = dict.fromkeys(
-        name for r in results for name in r.scores if "+" in name and name not in shown
+        name
+        for r in results
+        for name in r.scores
+        if ("+" in name or name.endswith(ADAPTED_SUFFIX)) and name not in shown
     )
     columns += [(name, name) for name in others]
     lines = ["# elmokit downstream tasks", ""]
@@ -138,6 +145,9 @@ def markdown_report(
         lines.append("| " + " | ".join(row) + " |")
 
     verdicts = [verdict(r) for r in results]
+    verdicts += [
+        verdict(r, key=name) for r in results for name in r.scores if name.endswith(ADAPTED_SUFFIX)
+    ]
     if any(verdicts):
         lines += ["", "## Does +ELMo beat the context-free layer 0?", ""]
         lines += [f"- {text}" for text in verdicts if text]
