@@ -96,7 +96,7 @@ def test_embedder_long_sentence_runs_in_chunks_with_the_same_vectors(model: BiLM
 
 
 def test_tokenizers_have_one_home() -> None:
-    assert TOKENIZERS == ("whitespace", "moses")
+    assert TOKENIZERS == ("whitespace", "moses", "jieba")
     assert make_tokenizer(None)("a  b\tc") == ["a", "b", "c"]
     assert make_tokenizer("moses")("Hello, world!") == ["Hello", ",", "world", "!"]
     assert make_tokenizer("moses", lang="fr")("l'homme") == ["l'", "homme"]
@@ -110,7 +110,7 @@ def test_tokenizers_have_one_home() -> None:
             {"data": {"train": ["x"], "tokenize": "spacy"}, "optim": {"max_steps": 1}}
         ),
     ):
-        with pytest.raises(ValueError, match="whitespace, moses"):
+        with pytest.raises(ValueError, match="whitespace, moses, jieba"):
             bad()
 
 

@@ -102,3 +102,15 @@ def test_limits_and_bad_requests(server: str) -> None:
     ):
         assert httpx.post(f"{server}/embed", json=body).status_code == 422
     assert httpx.post(f"{server}/embed", content=b"not json").status_code == 422
+    headers = {"content-type": "application/json"}
+    bad_utf8 = httpx.post(f"{server}/embed", content=b'{"sentences": ["\xff\xfe"]}',
+                          headers=headers)  # fmt: skip
+    assert 400 <= bad_utf8.status_code < 500
+    huge = httpx.post(f"{server}/embed", json={"sentences": [["w"] * 100_000]}, timeout=60)
+    assert huge.status_code == 413
+    ten_mb = httpx.post(f"{server}/embed", content=b"{" + b" " * 10_000_000 + b"}",
+                        headers=headers, timeout=60)  # fmt: skip
+    assert ten_mb.status_code == 413
+    # ... and the server keeps serving.
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    assert httpx.post(f"{server}/embed", json={"sentences": ["Rates rose"]}).status_code == 200
