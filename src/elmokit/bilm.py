@@ -292,9 +292,9 @@ class BiLM(nn.Module):
 
         Returns the top layer of each direction [B, T, P] and the final state to carry.
         """
-        inputs = torch.stack(
-            [self.encode_tokens(forward_char_ids), self.encode_tokens(backward_char_ids)]
-        )
+        # One char-CNN call for both streams: a word in both is encoded (and back-propagated
+        # through the CNN) once.
+        inputs = self.encode_tokens(torch.stack([forward_char_ids, backward_char_ids]))
         batch, steps = forward_char_ids.shape[:2]
         lengths = torch.full((batch,), steps, dtype=torch.long)
         outputs, final = self.lstm(inputs, lengths, state)
