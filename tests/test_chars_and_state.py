@@ -109,3 +109,28 @@ def test_runs_in_float64_and_on_requested_device(model: BiLM) -> None:
         out64 = double(batch_to_ids(SENTENCES[:2])).layers
     assert out64.dtype == torch.float64
     assert (out32.double() - out64).abs().max() < 1e-4
+
+
+def test_boundary_vectors_are_cached_without_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = random_bilm("small", seed=7).eval()
+    calls: list[int] = []
+    encode = model.encode_tokens
+
+    def counting(ids: torch.Tensor) -> torch.Tensor:
+        calls.append(ids.shape[0])
+        return encode(ids)
+
+    monkeypatch.setattr(model, "encode_tokens", counting)
+    device = torch.device("cpu")
+    with torch.no_grad():
+        first = model.boundary_vectors(device)
+        second = model.boundary_vectors(device)
+        assert len(calls) == 1
+        assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+        model.token_encoder.char_embed.weight.add_(0.5)  # a parameter update
+        changed = model.boundary_vectors(device)
+        assert len(calls) == 2 and not torch.equal(changed[0], first[0])
+    model.token_encoder.char_embed.weight.requires_grad_(True)
+    with torch.enable_grad():
+        bos, _ = model.boundary_vectors(device)  # with gradients: computed, never cached
+        assert bos.requires_grad and len(calls) == 3

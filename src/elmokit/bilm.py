@@ -50,6 +50,8 @@ class BiLM(nn.Module):
         self.lstm = BiLSTMStack(config)
         self.state_policy: StatePolicy = state_policy
         self._carried: LSTMState | None = None
+        self._boundary: tuple[torch.Tensor, torch.Tensor] | None = None  # boundary_vectors
+        self._boundary_key: tuple[object, ...] | None = None
 
     # -- inference precision ------------------------------------------------------------
 
@@ -178,10 +180,28 @@ class BiLM(nn.Module):
         return self.token_encoder(rows)[:n_rows]
 
     def boundary_vectors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The token vectors of <S> and </S>, each [P]."""
-        ids = torch.tensor([self.characters.bos_ids, self.characters.eos_ids], device=device)
-        bos, eos = self.encode_tokens(ids)
-        return bos, eos
+        """The token vectors of <S> and </S>, each [P]. Without gradients they are computed
+        once and kept until a parameter, the mode, the device or autocast changes: otherwise
+        every batch pays a char-CNN call for two constant tokens."""
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            ids = torch.tensor([self.characters.bos_ids, self.characters.eos_ids], device=device)
+            bos, eos = self.encode_tokens(ids)
+            return bos, eos
+
+        parameters = list(self.token_encoder.parameters())
+        if torch.is_grad_enabled() and any(p.requires_grad for p in parameters):
+            return compute()
+        key = (
+            self.inference_mode,
+            str(device),
+            torch.is_autocast_enabled(device.type),
+            *((p.data_ptr(), p._version) for p in parameters),
+        )
+        if self._boundary is None or self._boundary_key != key:
+            self._boundary = compute()
+            self._boundary_key = key
+        return self._boundary
 
     def forward(
         self,
