@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -40,33 +41,29 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / norms if norms > 0 else 0.0
 
 
-class ElmoComponent:
-    def __init__(
-        self,
-        nlp: Language,
-        name: str,
-        model: str,
-        weights: str | None,
-        layers: str,
-        mix_weights: list[float] | None,
-        device: str,
-        precision: str,
-        batch_size: int,
-    ) -> None:
-        if layers not in LAYER_CHOICES:
-            raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}")
-        if layers == "mix" and not mix_weights:
+@dataclass
+class ElmoSettings:
+    """The component's config: its fields and defaults are the factory's `default_config`."""
+
+    model: str = "elmokit-small-en"
+    weights: str | None = None
+    layers: str = "average"
+    mix_weights: list[float] | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.layers not in LAYER_CHOICES:
+            raise ValueError(f"layers must be one of {LAYER_CHOICES}, got {self.layers!r}")
+        if self.layers == "mix" and not self.mix_weights:
             raise ValueError('layers="mix" needs mix_weights (one pre-softmax weight per layer)')
+
+
+class ElmoComponent:
+    def __init__(self, nlp: Language, name: str, settings: ElmoSettings) -> None:
         self.name = name
-        self.cfg: dict[str, Any] = {
-            "model": model,
-            "weights": weights,
-            "layers": layers,
-            "mix_weights": mix_weights,
-            "device": device,
-            "precision": precision,
-            "batch_size": batch_size,
-        }
+        self.cfg: dict[str, Any] = asdict(settings)
         # Loaded on first use: spacy.load builds the component from its config before
         # from_disk hands it the saved biLM, and the original files may be gone by then.
         self._embedder: Embedder | None = None
@@ -140,18 +137,9 @@ class ElmoComponent:
         return self
 
 
-@Language.factory(
-    "elmokit",
-    default_config={
-        "model": "elmokit-small-en",
-        "weights": None,
-        "layers": "average",
-        "mix_weights": None,
-        "device": "cpu",
-        "precision": "fp32",
-        "batch_size": 64,
-    },
-)
+# spaCy reads a factory's arguments from its signature, so they are spelled out here once
+# more; their defaults come from ElmoSettings.
+@Language.factory("elmokit", default_config=asdict(ElmoSettings()))
 def make_elmokit_component(
     nlp: Language,
     name: str,
@@ -163,6 +151,5 @@ def make_elmokit_component(
     precision: str,
     batch_size: int,
 ) -> ElmoComponent:
-    return ElmoComponent(
-        nlp, name, model, weights, layers, mix_weights, device, precision, batch_size
-    )
+    settings = ElmoSettings(model, weights, layers, mix_weights, device, precision, batch_size)
+    return ElmoComponent(nlp, name, settings)
