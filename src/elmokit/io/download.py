@@ -145,6 +145,8 @@ class PublishedModel:
 _ALLENNLP = DEFAULT_BASE_URL
 _GERMAN = "https://github.com/t-systems-on-site-services-gmbh/german-elmo-model/releases/download"
 _JAPANESE = "https://exawizardsallenlp.blob.core.windows.net/data"
+# A publisher that states no shape: the structural checks still run (module doc).
+_SHAPE_NOT_STATED: dict[str, Any] = {"lstm_dim": None, "projection_dim": None, "n_highway": None}
 _CONTRIBUTED = (
     'contributed on https://allennlp.org/elmo ("Contributed ELMo Models"); the page states '
     "no licence"
@@ -207,9 +209,7 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             weights_url=f"{_ALLENNLP}/contributed/pt/wikipedia/elmo_pt_weights.hdf5",
             params_millions=None,
             description="Portuguese: Portuguese Wikipedia",
-            lstm_dim=None,
-            projection_dim=None,
-            n_highway=None,
+            **_SHAPE_NOT_STATED,
             language="pt",
             licence=_CONTRIBUTED,
         ),
@@ -219,9 +219,7 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             weights_url=f"{_ALLENNLP}/contributed/pt/brwac/elmo_pt_weights_dgx1.hdf5",
             params_millions=None,
             description="Portuguese: the brWaC web corpus",
-            lstm_dim=None,
-            projection_dim=None,
-            n_highway=None,
+            **_SHAPE_NOT_STATED,
             language="pt",
             licence=_CONTRIBUTED,
         ),
@@ -231,9 +229,7 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             weights_url=f"{_JAPANESE}/weights.hdf5",
             params_millions=None,
             description="Japanese (ExaWizards), linked from AllenNLP's page",
-            lstm_dim=None,
-            projection_dim=None,
-            n_highway=None,
+            **_SHAPE_NOT_STATED,
             base_url=_JAPANESE,
             cache_prefix="japanese-exawizards/",
             language="ja",
@@ -245,9 +241,7 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {
             weights_url=f"{_GERMAN}/files_1/weights.hdf5",
             params_millions=None,
             description="German: German Wikipedia, articles and comments (962M tokens, T-Systems)",
-            lstm_dim=None,
-            projection_dim=None,
-            n_highway=None,
+            **_SHAPE_NOT_STATED,
             base_url=_GERMAN,
             cache_prefix="german-t-systems/",
             language="de",
