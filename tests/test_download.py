@@ -467,6 +467,8 @@ def test_nlpl_ids_download_once_and_only_elmo_zips(
         assert (tmp_path / "cache" / "nlpl" / "209.zip.sha256").is_file()
         elmokit.load("nlpl:209")
         assert server.requests == ["/nlpl/209.zip"]  # the second load is a cache hit
+        assert cli.main(["download", "nlpl:209"]) == 0  # the command: the cached ZIP's path
+        assert server.requests == ["/nlpl/209.zip"]
         with pytest.raises(ModelDownloadError, match="not an ELMo model"):
             elmokit.load("nlpl:5")
         assert not (tmp_path / "cache" / "nlpl" / "5.zip").exists()
