@@ -274,3 +274,17 @@ def test_a_missing_extra_is_one_line_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "pip install 'elmokit[zh]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_convert_command_writes_a_native_model(tmp_path: Path, sentences: list[list[str]]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "elmokit.cli", "convert", str(EFML / "efml-tiny-cnn-word"),
+         str(tmp_path / "native"), "--to", "native"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert CHARACTERS_NAME in result.stdout
+    converted, original = elmokit.load(tmp_path / "native"), load_efml(EFML / "efml-tiny-cnn-word")
+    with torch.no_grad():
+        ids = original.batch_to_ids(sentences)
+        assert torch.equal(converted(ids).layers, original.eval()(ids).layers)
