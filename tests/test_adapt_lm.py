@@ -72,3 +72,18 @@ def test_report_shows_the_adapted_column_and_its_verdict() -> None:
     assert "| layer0+elmo (adapted LM) |" in text
     assert "ner with the adapted LM: yes, by +4.00" in text
     assert "adapt-lm ner: dev perplexity 200.0 -> 120.0" in text
+
+
+@pytest.mark.slow
+def test_task_report_with_adapt_lm(tmp_path: Path, data_dir: Path) -> None:
+    from elmokit.cli import main
+
+    out = tmp_path / "report"
+    code = main(["task", "report", "--model", "elmokit-small-en", "--out", str(out), "--quick",
+                 "--tasks", "sst5", "--adapt-lm", "--representations", "layer0,elmo,layer0+elmo",
+                 "--data-dir", str(data_dir), "--word2vec-corpus", "none"])  # fmt: skip
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "- adapt-lm sst5: dev perplexity" in report
+    assert "layer0+elmo (adapted LM)" in report and "sst5 with the adapted LM:" in report
+    assert (out / "adapt-sst5-quick" / SUMMARY_NAME).exists()
