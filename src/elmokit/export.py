@@ -12,7 +12,8 @@ process without elmokit (or from C++ through libtorch).
 The file takes ids and, for byte-scheme models, token strings too:
 - `forward(ids [B, T, width]) -> layers [B, L+1, T, 2P]` (zero past each sentence's end);
 - `embed(sentences: List[List[str]]) -> layers`, the byte scheme's `batch_to_ids` in
-  TorchScript (UTF-8 from code points, as `str.encode("utf-8", "ignore")`).
+  TorchScript (whose strings iterate over their UTF-8 bytes: the same ids as
+  `token.encode("utf-8")` gives, cut at 48 bytes).
 
 Why TorchScript: the recurrence is a loop over a sentence's tokens, and TorchScript keeps it a
 loop for any length. torch 2.13 marks TorchScript deprecated (a DeprecationWarning at load) but
