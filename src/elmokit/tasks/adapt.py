@@ -92,6 +92,8 @@ def adapt_to_text(
     if not train_sentences or not dev_sentences:
         raise ValueError("--adapt-lm needs the task's training and dev text")
     out.mkdir(parents=True, exist_ok=True)
+    # No summary: an earlier adaptation here was interrupted; its passes are redone.
+    shutil.rmtree(out / "run", ignore_errors=True)
     train_file, dev_file = out / "train.txt", out / "dev.txt"
     for path, sentences in ((train_file, train_sentences), (dev_file, dev_sentences)):
         path.write_text("".join(" ".join(s) + "\n" for s in sentences if s), encoding="utf-8")
