@@ -64,8 +64,13 @@ class Embedder:
             raise IndexError(
                 f"output_layer must be -2, -1 or 0..{n_layers - 1}, got {output_layer}"
             )
-        if output_layer == -1 and any(not sentence for sentence in sentences):
-            raise ValueError("output_layer=-1 averages over tokens' layers: a sentence is empty")
+        empty = [index for index, sentence in enumerate(sentences) if not sentence]
+        if output_layer == -1 and empty:
+            # EFML fails there too (a ZeroDivisionError inside np.average).
+            raise ValueError(
+                f"sentence {empty[0]} is empty, and EFML's output_layer=-1 cannot average it; "
+                "drop it, or use output_layer=-2 (an empty [L+1, 0, 2P] array)"
+            )
         all_layers = self._all_layers(sentences)
         if output_layer == -1:
             return [np.average(layers, axis=0) for layers in all_layers]
