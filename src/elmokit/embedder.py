@@ -265,6 +265,7 @@ class Embedder:
         model_name: str = "",
         on_warning: Callable[[str], None] | None = None,
         on_checkpoint: Callable[[int], None] | None = None,
+        check_stop: Callable[[], None] | None = None,
     ) -> Path:
         """Embed a text file (one sentence per line) into an HDF5 feature file, streaming.
 
@@ -275,7 +276,9 @@ class Embedder:
         (OUTPUT, or OUTPUT.rank{r} when world_size > 1, holding the lines with
         index % world_size == rank).
         sentence_keys / sentence_index: `allennlp elmo`'s --use-sentence-keys and
-        --forget-sentences (see FeatureWriter.finish).
+        --forget-sentences (see FeatureWriter.finish). check_stop is called after every line
+        written; what it raises stops the run with its progress recorded (the command's
+        signal handling uses it).
         """
         spec = make_spec(output_format, layers, mix, gamma, pooling)
         spec.check_layers(self.n_layers)
@@ -323,6 +326,8 @@ class Embedder:
                     progress_of.done(index)
                     written = progress_of.completed
                     bar.update(1)
+                    if check_stop is not None:
+                        check_stop()
                     since_checkpoint += 1
                     # Every N lines, and at least every `checkpoint_seconds`: what an
                     # interruption can cost is bounded in time as well as in lines.

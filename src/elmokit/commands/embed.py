@@ -198,10 +198,31 @@ class _Terminated(SystemExit):
     """SIGTERM, turned into an exception so that the progress so far is recorded."""
 
 
-def _sigterm_to_exit(signum: int, frame: FrameType | None) -> None:
-    # torchrun stops the other ranks with SIGTERM when one fails: leave through Python so that
-    # the progress made so far is recorded and --resume can continue it.
-    raise _Terminated(128 + signum)
+class _StopSignals:
+    """Ctrl-C and SIGTERM (torchrun stops the other ranks with SIGTERM when one fails): leave
+    through Python, so that the progress so far is recorded and --resume can continue it.
+
+    While lines are being embedded the handler only records the signal and embed_file stops
+    at the next line written (`check`, at most one batch later). Raising from the handler
+    there is unsafe: Python drops an exception raised while it runs a finalizer ("Exception
+    ignored in ...", seen in CI) and the run went on. Before that, or on a second signal (a
+    read blocked on stdin, say), the handler raises at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.deferred = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        again = self.received is not None
+        self.received = signum
+        if again or not self.deferred:
+            self.check()
+
+    def check(self) -> None:
+        if self.received == signal.SIGTERM:
+            raise _Terminated(128 + signal.SIGTERM)
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt
 
 
 def _apply_allennlp_flags(args: argparse.Namespace) -> None:
@@ -256,8 +277,10 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose:
             say(f"checkpoint: {lines} lines done")
 
-    previous = signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    stop = _StopSignals()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        stop.deferred = True
         written = embedder.embed_file(
             args.input,
             args.output,
@@ -280,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
             model_name=model_name,
             on_warning=lambda message: say(f"warning: {message}"),
             on_checkpoint=checkpointed,
+            check_stop=stop.check,
         )
     except InputError as error:
         partial = partial_path(target)
@@ -299,7 +323,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 143 if isinstance(stop, _Terminated) else 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"wrote {written}")
     if world > 1:
         return _after_shard(args, rank, world)
