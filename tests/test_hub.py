@@ -4,7 +4,6 @@ offline mode and the errors."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ import torch
 import elmokit
 from elmokit.config import BiLMConfig
 from elmokit.initialization import random_bilm
+from tests.hub_server import send_file
 
 pytest.importorskip("huggingface_hub")
 
@@ -54,13 +54,7 @@ class HubFiles(BaseHTTPRequestHandler):
             self.send_header("X-Error-Code", "EntryNotFound")
             self.end_headers()
             return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", commit)
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        send_file(self, data, commit, body)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._answer(body=False)

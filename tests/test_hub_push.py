@@ -23,6 +23,7 @@ from elmokit.io.efml import load_efml
 from elmokit.io.hub import push_to_hub
 from elmokit.io.weights_hdf5 import WeightFileError
 from tests.conftest import SHARED
+from tests.hub_server import send_file
 
 pytest.importorskip("huggingface_hub")
 
@@ -99,13 +100,7 @@ class HubRepos(BaseHTTPRequestHandler):
             self.send_header("X-Error-Code", "EntryNotFound")
             self.end_headers()
             return
-        self.send_response(200)
-        self.send_header("X-Repo-Commit", files["__oid__"].decode())
-        self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+        send_file(self, data, files["__oid__"].decode(), body)
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._file(body=False)
