@@ -17,7 +17,11 @@ from safetensors.torch import load_file
 
 from elmokit.modules.lstm import LSTMState
 from elmokit.training.config import TrainConfig, scheduled_lr
-from elmokit.training.language_model import SoftmaxHead, log_uniform_sample
+from elmokit.training.language_model import (
+    ChunkedCrossEntropy,
+    SoftmaxHead,
+    log_uniform_sample,
+)
 from elmokit.training.trainer import Trainer
 
 TINY_MODEL = """
@@ -164,6 +168,28 @@ def test_sampled_softmax_is_close_to_full_softmax_on_average() -> None:
     ids = log_uniform_sample(100_000, 1000, torch.Generator().manual_seed(1))
     # Zipf-like: id 0 is drawn about log(2)/log(1001) of the time.
     assert abs(float((ids == 0).float().mean()) - 0.1003) < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_matches_cross_entropy_in_fp32(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 7 rows for a 1,000-word vocabulary: 301 rows end in a partial block.
+    monkeypatch.setattr(ChunkedCrossEntropy, "BLOCK_ELEMENTS", 7 * 1000)
+    torch.manual_seed(0)
+    logits = (torch.randn(301, 1000) * 4).to(dtype).requires_grad_()
+    targets = torch.randint(0, 1000, (301,))
+    upstream = torch.randn(301)
+    chunked = ChunkedCrossEntropy.apply(logits, targets)
+    (chunked * upstream).sum().backward()
+    assert logits.grad is not None
+    chunked_grad, logits.grad = logits.grad.clone(), None
+    plain = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    (plain * upstream).sum().backward()
+    assert chunked.dtype == torch.float32 and chunked_grad.dtype == dtype
+    torch.testing.assert_close(chunked, plain, rtol=0, atol=1e-5)
+    # The same fp32 gradient, rounded once to the logits' dtype.
+    torch.testing.assert_close(chunked_grad, logits.grad, rtol=1e-5, atol=1e-6)
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -28,9 +28,8 @@ class SoftmaxHead(nn.Module):
 
     def full_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-token negative log-likelihood, hidden [N, P], targets [N] -> [N]."""
-        logits = torch.addmm(self.bias, hidden, self.weight.t())
-        # float(): under bf16 autocast the log-sum-exp over the vocabulary stays fp32.
-        return nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        logits = torch.addmm(self.bias, hidden, self.weight.t())  # [N, V], bf16 under autocast
+        return ChunkedCrossEntropy.apply(logits, targets)
 
     def sampled_nll(
         self,
@@ -59,6 +58,50 @@ class SoftmaxHead(nn.Module):
         sampled_logits = sampled_logits.masked_fill(accidental, float("-inf"))
         logits = torch.cat([true_logits.unsqueeze(1), sampled_logits], dim=1)
         return -torch.log_softmax(logits, dim=1)[:, 0]
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """cross_entropy(logits.float(), targets, reduction="none"), computed a few rows at a time.
+
+    Under bf16 autocast the plain form made four fp32 copies of the [N, V] logits per direction
+    and step (the upcast, log-softmax's output kept for backward, the scattered one-hot gradient,
+    its gradient) and then cast the gradient back to bf16: about a third of a training step
+    with a 16k-word vocabulary (profiled, benchmarks/README.md). Here each block of rows is
+    upcast while it is in cache, only the per-row log-sum-exp is kept, and the gradient is
+    written once in the logits' dtype. The sums stay fp32 as before.
+    """
+
+    # 64 rows x 16k words x 4 bytes = 4 MB of fp32 at a time.
+    BLOCK_ELEMENTS = 1 << 20
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n_rows, vocab_size = logits.shape
+        rows_per_block = max(1, ChunkedCrossEntropy.BLOCK_ELEMENTS // max(vocab_size, 1))
+        log_sum_exp = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+        for start in range(0, n_rows, rows_per_block):
+            block = logits[start : start + rows_per_block].float()
+            log_sum_exp[start : start + rows_per_block] = torch.logsumexp(block, dim=1)
+        target_logits = logits.gather(1, targets.unsqueeze(1)).squeeze(1).float()
+        ctx.save_for_backward(logits, targets, log_sum_exp)
+        ctx.rows_per_block = rows_per_block
+        return log_sum_exp - target_logits
+
+    @staticmethod
+    def backward(ctx, grad_nll: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, targets, log_sum_exp = ctx.saved_tensors
+        rows_per_block = ctx.rows_per_block
+        grad_logits = torch.empty_like(logits)
+        grad_nll = grad_nll.float()
+        for start in range(0, logits.shape[0], rows_per_block):
+            stop = start + rows_per_block
+            # d nll / d logits = softmax - one_hot(target), scaled by the incoming gradient.
+            probabilities = (logits[start:stop].float() - log_sum_exp[start:stop, None]).exp_()
+            rows = torch.arange(probabilities.shape[0], device=logits.device)
+            probabilities[rows, targets[start:stop]] -= 1.0
+            probabilities.mul_(grad_nll[start:stop, None])
+            grad_logits[start:stop] = probabilities
+        return grad_logits, None
 
 
 def log_uniform_sample(n: int, vocab_size: int, generator: torch.Generator | None) -> torch.Tensor:
