@@ -23,14 +23,18 @@ expensive operators of one step (torch.profiler, self time).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from inference_speed import DATA, PTB_RECIPE, encoder_flops, gemm_peaks, lstm_direction_flops
+from inference_speed import (
+    DATA,
+    PTB_RECIPE,
+    encoder_flops,
+    gemm_peaks,
+    lstm_direction_flops,
+)
+from inference_speed import _median_seconds as median_seconds
 
 from elmokit import batch_to_ids
 from elmokit.bilm import BiLM
@@ -38,17 +42,6 @@ from elmokit.config import BiLMConfig
 from elmokit.initialization import init_bilm_weights
 from elmokit.training.data import DirectionBatch, LMBatch
 from elmokit.training.language_model import BiLanguageModel
-
-
-def best_of(fn: Callable[[], None], repeats: int) -> float:
-    """Median seconds of `repeats` calls after one untimed call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -131,10 +124,10 @@ def main() -> None:
         "softmax + cross-entropy": 3 * positions * 2 * config.projection_dim * args.vocab_size,
     }
     seconds = {
-        "whole step": best_of(whole_step, args.repeats),
-        "token encoder": best_of(encoder, args.repeats),
-        "LSTM stack": best_of(lstm, args.repeats),
-        "softmax + cross-entropy": best_of(softmax, args.repeats),
+        "whole step": median_seconds(whole_step, args.repeats),
+        "token encoder": median_seconds(encoder, args.repeats),
+        "LSTM stack": median_seconds(lstm, args.repeats),
+        "softmax + cross-entropy": median_seconds(softmax, args.repeats),
     }
     parts = ("token encoder", "LSTM stack", "softmax + cross-entropy")
     seconds["rest"] = max(seconds["whole step"] - sum(seconds[p] for p in parts), 0.0)
