@@ -80,10 +80,13 @@ def test_task_report_with_adapt_lm(tmp_path: Path, data_dir: Path) -> None:
 
     out = tmp_path / "report"
     code = main(["task", "report", "--model", "elmokit-small-en", "--out", str(out), "--quick",
-                 "--tasks", "sst5", "--adapt-lm", "--representations", "layer0,elmo,layer0+elmo",
-                 "--data-dir", str(data_dir), "--word2vec-corpus", "none"])  # fmt: skip
+                 "--tasks", "sst5", "--adapt-lm", "--adapt-precision", "bf16",
+                 "--representations", "layer0,elmo,layer0+elmo", "--data-dir", str(data_dir),
+                 "--word2vec-corpus", "none"])  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
     assert "- adapt-lm sst5: dev perplexity" in report
     assert "layer0+elmo (adapted LM)" in report and "sst5 with the adapted LM:" in report
     assert (out / "adapt-sst5-quick" / SUMMARY_NAME).exists()
+    run_config = json.loads((out / "adapt-sst5-quick" / "run" / "train_config.json").read_text())
+    assert run_config["optim"]["precision"] == "bf16"
