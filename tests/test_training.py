@@ -98,6 +98,8 @@ def test_training_reduces_perplexity(tmp_path: Path, data_dir: Path) -> None:
     assert summary["valid_ppl_mean"] < 0.5 * first_ppl < 10_000
     assert summary["test_ppl_forward"] > 1 and summary["test_ppl_backward"] > 1
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    exported_vocab = (tmp_path / "run" / "model" / "vocab.txt").read_text()
+    assert exported_vocab == Path(config.data.vocab).read_text()
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 1000
 
 

@@ -672,10 +672,11 @@ class Trainer:
             writer.add(row)
 
     def export_final(self) -> Path:
-        """The trained model as a native directory (with softmax) in output_dir/model."""
-        from elmokit.io.native import save_pretrained
+        """The trained model as a native directory (with softmax and its vocabulary, so that
+        `elmokit evaluate` and `--adapt-lm` can use it alone) in output_dir/model."""
+        from elmokit.io.native import VOCAB_NAME, save_pretrained
 
-        return save_pretrained(
+        directory = save_pretrained(
             self.model.bilm,
             self.output_dir / "model",
             softmax=self.model.softmax.state_dict(),
@@ -685,6 +686,8 @@ class Trainer:
                 "vocab_size": len(self.vocab),
             },
         )
+        self.vocab.save(directory / VOCAB_NAME)
+        return directory
 
 
 class _TensorBoard:
