@@ -376,7 +376,7 @@ def test_item5_sigterm_keeps_the_work_and_says_how_to_continue(
     import time
 
     source, output = tmp_path / "in.txt", tmp_path / "out.hdf5"
-    source.write_text("".join(f"line {i} of a longer text to embed here .\n" for i in range(4000)))
+    source.write_text("".join(f"line {i} of a longer text to embed here .\n" for i in range(20000)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "elmokit.cli", "embed", str(source), str(output), *model_args]
     command += ["--checkpoint-seconds", "0.2", "--batch-size", "16"]
@@ -388,14 +388,16 @@ def test_item5_sigterm_keeps_the_work_and_says_how_to_continue(
     time.sleep(2.0)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:
+    if process.returncode == 0 or (process.returncode == -signal.SIGTERM and not partial.exists()):
+        # Finished first, or SIGTERM landed after the output was complete, while the
+        # interpreter was exiting with the default handler back in place.
         pytest.skip("the run finished before SIGTERM arrived")
     assert process.returncode == 143 and "Traceback" not in stderr, stderr
     assert "terminated (SIGTERM)" in stderr and "--resume" in stderr
     resumed = elmokit("embed", source, output, *model_args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     with h5py.File(output, "r") as handle:
-        assert len([k for k in handle if k.isdigit()]) == 4000
+        assert len([k for k in handle if k.isdigit()]) == 20000
 
 
 def test_item7_embed_reads_gzip_and_stdin(tmp_path: Path, model_args: list[str]) -> None:
